@@ -73,7 +73,12 @@ DROPPED = {
 DROPPED_PATTERNS = [
     (re.compile(r"^(cuda-|libcu|libnv|libnpp)"), CUDA),
     (re.compile(r"^_"), MUTEX),
-    (re.compile(r"^lib(gcc|stdcxx|gomp|gfortran|ffi|uuid|zlib|png|jpeg|blas|cblas|lapack|sqlite)"), SYSTEM),
+    (
+        re.compile(
+            r"^lib(gcc|stdcxx|gomp|gfortran|ffi|uuid|zlib|png|jpeg|blas|cblas|lapack|sqlite)"
+        ),
+        SYSTEM,
+    ),
 ]
 
 
@@ -96,7 +101,9 @@ def drop_reason(name: str) -> str | None:
 def pep440(version: str, where: str) -> SpecifierSet:
     """A conda version spec ("3.11", "3.11.*", ">=1,<2", "==2.0.1") as a PEP 440 specifier."""
     if "|" in version:
-        raise WorkbenchError(f"{where}: version '{version}' uses conda's '|' (or), which PyPI lacks")
+        raise WorkbenchError(
+            f"{where}: version '{version}' uses conda's '|' (or), which PyPI lacks"
+        )
     parts = []
     for part in version.replace(" ", "").split(","):
         if not part or part == "*":

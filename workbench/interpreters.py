@@ -14,7 +14,10 @@ from packaging.version import Version
 from workbench.errors import WorkbenchError
 
 EXECUTABLE = re.compile(r"^python3(\.\d+)?$")
-PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3]); print(sys.executable)"
+PROBE = (
+    "import sys; print('%d.%d.%d' % sys.version_info[:3]); "
+    "print(getattr(sys, '_base_executable', sys.executable))"
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,9 @@ def candidates() -> list[Path]:
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         # pyenv's shims are slow bash scripts; its versions are globbed directly below.
         if directory and os.path.isdir(directory) and Path(directory).name != "shims":
-            found += sorted(Path(directory) / n for n in os.listdir(directory) if EXECUTABLE.match(n))
+            found += sorted(
+                Path(directory) / n for n in os.listdir(directory) if EXECUTABLE.match(n)
+            )
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     found += sorted(pyenv_root.glob("versions/*/bin/python3"))
     found += sorted(Path("/usr/bin").glob("python3.*[0-9]"))

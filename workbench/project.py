@@ -125,8 +125,10 @@ def _gpus(value: object, where: str) -> tuple[str, ...] | None:
         value = [value]
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
-    if isinstance(value, list) and value and all(
-        isinstance(v, int | str) and str(v).strip().isdigit() for v in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, int | str) and str(v).strip().isdigit() for v in value)
     ):
         return tuple(str(v).strip() for v in value)
-    raise WorkbenchError(f"{where}: gpus = {value!r}: expected GPU indices such as [0, 1] or \"0,1\"")
+    raise WorkbenchError(f'{where}: gpus = {value!r}: expected GPU indices such as [0, 1] or "0,1"')

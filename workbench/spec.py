@@ -187,7 +187,10 @@ def _parse_conda(text: str, where: str, line: int) -> CondaDep:
     try:
         spec = MatchSpec(text)
     except Exception as exc:  # rattler raises its own exception types
-        raise WorkbenchError(f"{where}: '{text}' is not a valid conda match spec: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkbenchError(
+            f"{where}: '{text}' is not a valid conda match spec: {reason}"
+        ) from None
     version = spec.version if spec.version not in (None, "*") else None
     channel = spec.channel.name if spec.channel is not None else None
     return CondaDep(text, spec.name.normalized, version, spec.build, channel, line)
@@ -227,7 +230,10 @@ def _parse_pip(text: str, spec_path: Path, line: int) -> list[PipLine]:
     try:
         Requirement(stripped)
     except InvalidRequirement as exc:
-        raise WorkbenchError(f"{where}: '{text}' is not a valid pip requirement: {exc}") from None
+        reason = str(exc).splitlines()[0]
+        raise WorkbenchError(
+            f"{where}: '{text}' is not a valid pip requirement: {reason}"
+        ) from None
     return [PipLine(text, "requirement", stripped, line)]
 
 

@@ -1,0 +1,70 @@
+"""The `workbench` command: parses arguments and dispatches; the work is elsewhere."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from workbench import __version__
+from workbench import project as projects
+from workbench.commands import env, kernels
+from workbench.errors import WorkbenchError
+
+DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
+a lock and a Jupyter kernel (wb-NAME).
+
+Common flows:
+  workbench env plan textgen          what would be installed, without building
+  workbench env create --all          build every env and register its kernel
+  workbench env lock --all            write exact, hashed locks to commit
+  workbench env check --all           exit 1 if an env drifted from its lock
+  workbench kernels                   the project's kernels and the JUPYTER_PATH to see them
+
+Exit codes: 0 success, 1 a check or build failed, 2 usage or bad input."""
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--project",
+        type=Path,
+        metavar="PATH",
+        help="project root (default: nearest folder with workbench.toml)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    top = argparse.ArgumentParser(
+        prog="workbench",
+        description=DESCRIPTION,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    env.add_parser(sub, common)
+    kernels.add_parser(sub, common)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args, _project(args))
+    except WorkbenchError as exc:
+        from workbench.console import err
+
+        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _project(args: argparse.Namespace) -> projects.Project | None:
+    try:
+        root = projects.find_root(args.project or Path.cwd())
+    except WorkbenchError:
+        if args.handler is env.cmd_plan:
+            return None  # plan also works on a bare spec file
+        raise
+    return projects.load(root)

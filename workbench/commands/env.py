@@ -1,0 +1,279 @@
+"""`workbench env list|plan|create|lock|check|rm`."""
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from workbench import backends, envs
+from workbench import project as projects
+from workbench import spec as specs
+from workbench.console import err, out, print_json, progress, warn
+from workbench.errors import CHECK_FAILED, WorkbenchError
+
+HELP = """Build model envs from envs/NAME.yml (conda environment.yml format).
+
+Each env is built into its own prefix under .workbench/builds/ and becomes active
+only when the build succeeded, so a failed build never breaks the env in use. After
+a build the env is registered as the Jupyter kernel wb-NAME. A committed lock
+(envs/NAME.lock) made from the current spec is installed exactly; otherwise the
+spec is resolved afresh."""
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    env = sub.add_parser(
+        "env",
+        help="build, lock and check model envs",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = env.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("list", parents=[common], help="every env with its build, lock and kernel")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_list)
+
+    p = verbs.add_parser(
+        "plan",
+        parents=[common],
+        help="what a build would install, without building",
+        description="Print what `env create` would install: backend, interpreter, packages "
+        "after conda->PyPI mapping, dropped packages with the reason, pip options. Exit 0 if "
+        "the env can be built here, 2 with the reason if not.",
+    )
+    p.add_argument("target", metavar="FILE_OR_NAME", help="an environment.yml or an env name")
+    p.add_argument(
+        "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_plan)
+
+    p = verbs.add_parser(
+        "create",
+        parents=[common],
+        help="build envs and register their kernels",
+        description="Build each env (a no-op when nothing changed) and register its kernel.",
+    )
+    _names(p)
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="install exactly envs/NAME.lock; fail if it is missing or stale",
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+    p.add_argument(
+        "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
+    )
+    p.add_argument(
+        "--user",
+        action="store_true",
+        help="register the kernel user-wide (named wb-PROJECT-NAME) instead of in the project",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_create)
+
+    p = verbs.add_parser(
+        "lock",
+        parents=[common],
+        help="write envs/NAME.lock (exact, hashed)",
+        description="Resolve each env exactly and write envs/NAME.lock beside its spec.",
+    )
+    _names(p)
+    p.add_argument(
+        "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_lock)
+
+    p = verbs.add_parser(
+        "check",
+        parents=[common],
+        help="compare lock and installed packages",
+        description="Report packages added, removed or changed since the lock; exit 1 on drift.",
+    )
+    _names(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_check)
+
+    p = verbs.add_parser("rm", parents=[common], help="delete an env's builds and kernels")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(handler=cmd_rm)
+
+
+def _names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", metavar="NAME", help="env names (see `env list`)")
+    parser.add_argument("--all", action="store_true", help="every env of the project")
+
+
+def _selected(args: argparse.Namespace, project: projects.Project) -> list[str]:
+    if args.all and args.names:
+        raise WorkbenchError("give env names or --all, not both")
+    if args.all:
+        if not project.envs:
+            raise WorkbenchError(f"no env specs in {project.root / 'envs'}")
+        return sorted(project.envs)
+    if not args.names:
+        raise WorkbenchError("name at least one env, or pass --all")
+    for name in args.names:
+        project.env(name)
+    return args.names
+
+
+def cmd_list(args: argparse.Namespace, project: projects.Project) -> int:
+    rows = envs.status(project)
+    if args.json:
+        print_json([r.to_json() for r in rows])
+        return 0
+    table = Table(
+        "env",
+        "built",
+        "python",
+        "backend",
+        "packages",
+        "lock",
+        "kernel",
+        "gpus",
+        title=f"envs of {project.name}",
+        title_justify="left",
+    )
+    for r in rows:
+        rec = r.record
+        table.add_row(
+            r.name,
+            "[green]yes[/]" if r.built else "[red]no[/]",
+            rec.python_version if rec else "-",
+            rec.backend if rec else "-",
+            str(rec.packages) if rec else "-",
+            {"fresh": "[green]fresh[/]", "stale": "[yellow]stale[/]"}.get(r.lock, r.lock),
+            r.kernel or "-",
+            ",".join(r.gpus) if r.gpus else "-",
+        )
+    out.print(table)
+    if not rows:
+        out.print(f"no env specs under {project.root / 'envs'}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> int:
+    target = Path(args.target)
+    if target.suffix in projects.SPEC_SUFFIXES or target.is_file():
+        spec = specs.load(target.resolve())
+    else:
+        if project is None:
+            raise WorkbenchError(f"{args.target}: no such spec file, and not inside a project")
+        spec = specs.load(project.env(args.target).spec_path)
+    plan = backends.get(args.backend).plan(spec)
+    if args.json:
+        print_json(plan.to_json())
+        return 0
+    for message in plan.warnings:
+        warn(message)
+    out.print(
+        f"[bold]{plan.env}[/]  backend [cyan]{plan.backend}[/]  "
+        f"python [cyan]{plan.python_version}[/] ({plan.python})"
+    )
+    out.print("packages: " + (", ".join(plan.packages) or "(none)"))
+    for dropped in plan.dropped:
+        out.print(f"dropped:  {dropped['spec']} ({dropped['reason']})")
+    if plan.pip_options:
+        out.print("pip options: " + " ".join(plan.pip_options))
+    if plan.variables:
+        out.print("variables: " + ", ".join(f"{k}={v}" for k, v in plan.variables.items()))
+    return 0
+
+
+def cmd_create(args: argparse.Namespace, project: projects.Project) -> int:
+    results = []
+    code = 0
+    for name in _selected(args, project):
+        with progress(name) as update:
+            result = envs.create(
+                project,
+                name,
+                backend_name=args.backend,
+                locked=args.locked,
+                force=args.force,
+                user=args.user,
+                progress=update,
+            )
+        results.append(result)
+        if result.gpu_check is not None and not result.gpu_check.ok:
+            code = CHECK_FAILED
+        if args.json:
+            continue
+        for message in result.warnings:
+            warn(message)
+        rec = result.record
+        verb = {
+            "unchanged": "unchanged",
+            "reactivated": "reactivated an earlier build",
+            "built": f"built in {rec.seconds:.1f} s",
+        }[result.status]
+        source = "from its lock" if rec.from_lock else "resolved from the spec"
+        err.print(
+            f"[green]✓[/] {name}: {verb} ({rec.packages} packages, Python "
+            f"{rec.python_version}, {rec.backend}, {source}) → kernel "
+            f"[bold]{result.kernel.name if result.kernel else '-'}[/]"
+        )
+        if result.gpu_check is not None:
+            colour = "green" if result.gpu_check.ok else "red"
+            err.print(f"  [{colour}]{result.gpu_check.message}[/]")
+    if args.json:
+        print_json([r.to_json() for r in results])
+    return code
+
+
+def cmd_lock(args: argparse.Namespace, project: projects.Project) -> int:
+    written = []
+    for name in _selected(args, project):
+        with progress(name) as update:
+            new = envs.lock(project, name, args.backend, update)
+        entry = project.env(name)
+        written.append(
+            {
+                "env": name,
+                "path": str(entry.lock_path),
+                "packages": len(new.packages()),
+                "backend": new.backend,
+                "spec_hash": new.spec_hash,
+            }
+        )
+        if not args.json:
+            err.print(
+                f"[green]✓[/] {name}: wrote {entry.lock_path.relative_to(project.root)} "
+                f"({len(new.packages())} packages, {new.backend}, Python {new.python})"
+            )
+    if args.json:
+        print_json(written)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, project: projects.Project) -> int:
+    results = [envs.check(project, name) for name in _selected(args, project)]
+    if args.json:
+        print_json([r.to_json() for r in results])
+    else:
+        for r in results:
+            if r.lock_stale:
+                warn(
+                    f"{r.env}: the spec changed since the lock was written; "
+                    f"`workbench env lock {r.env}` refreshes it"
+                )
+            if not r.drift:
+                out.print(f"[green]✓[/] {r.env}: matches its lock")
+                continue
+            out.print(f"[red]✗[/] {r.env}: drift from its lock")
+            for n, v in sorted(r.drift.added.items()):
+                out.print(f"  [green]+ {n}=={v}[/] (added)")
+            for n, v in sorted(r.drift.removed.items()):
+                out.print(f"  [red]- {n}=={v}[/] (removed)")
+            for n, (a, b) in sorted(r.drift.changed.items()):
+                out.print(f"  [yellow]~ {n} {a} → {b}[/] (changed)")
+    return CHECK_FAILED if any(r.drift for r in results) else 0
+
+
+def cmd_rm(args: argparse.Namespace, project: projects.Project) -> int:
+    for name in args.names:
+        removed = envs.remove(project, name)
+        err.print(f"[green]✓[/] {name}: removed {len(removed)} build(s) and its kernels")
+    return 0

@@ -1,0 +1,39 @@
+"""Output for people (rich, on a terminal) and for programs (--json)."""
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+
+@contextmanager
+def progress(title: str) -> Iterator:
+    """A spinner on a terminal, timestamped lines otherwise; yields a callback(message)."""
+    started = time.monotonic()
+    if err.is_terminal:
+        with err.status(title) as status:
+
+            def update(message: str) -> None:
+                status.update(f"{title}: {message}")
+
+            yield update
+    else:
+
+        def update(message: str) -> None:
+            err.print(f"[{time.monotonic() - started:6.1f}s] {title}: {message}", markup=False)
+
+        yield update

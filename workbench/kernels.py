@@ -1,0 +1,135 @@
+"""Jupyter kernelspecs for project envs, so stock Jupyter tools can start them."""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.project import Project
+
+PREFIX = "wb-"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str
+    path: Path  # the kernelspec folder
+    display_name: str
+    env: str
+    python: str
+    scope: str  # "project" or "user"
+
+    @property
+    def env_exists(self) -> bool:
+        return Path(self.python).exists()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "env": self.env,
+            "python": self.python,
+            "scope": self.scope,
+            "path": str(self.path),
+            "env_exists": self.env_exists,
+        }
+
+
+def user_kernels_dir() -> Path:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "kernels"
+
+
+def kernel_name(project: Project, env: str, user: bool) -> str:
+    """wb-NAME in the project; wb-PROJECT-NAME user-wide, so two projects never clash."""
+    return f"{PREFIX}{_slug(project.name)}-{env}" if user else f"{PREFIX}{env}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-").lower()
+
+
+def register(
+    project: Project,
+    env: str,
+    python: Path,
+    python_version: str,
+    variables: dict[str, str],
+    gpus: tuple[str, ...] | None,
+    metadata: dict,
+    user: bool = False,
+) -> KernelSpec:
+    """Write (or overwrite) the env's kernelspec and return it."""
+    name = kernel_name(project, env, user)
+    base = user_kernels_dir() if user else project.jupyter_dir / "kernels"
+    folder = base / name
+    folder.mkdir(parents=True, exist_ok=True)
+    minor = ".".join(python_version.split(".")[:2])
+    display = f"Python {minor} ({env}, {project.name})" if user else f"Python {minor} ({env})"
+    kernel_env = {**variables, "WORKBENCH_ENV": env, "WORKBENCH_PROJECT": str(project.root)}
+    if gpus is not None:
+        kernel_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    spec = {
+        "argv": [
+            str(python),
+            "-Xfrozen_modules=off",
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}",
+        ],
+        "display_name": display,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": kernel_env,
+        "metadata": {
+            "debugger": True,
+            "workbench": {**metadata, "env": env, "project_root": str(project.root)},
+        },
+    }
+    tmp = folder / "kernel.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=1) + "\n")
+    tmp.replace(folder / "kernel.json")
+    return KernelSpec(name, folder, display, env, str(python), "user" if user else "project")
+
+
+def _read(folder: Path, scope: str) -> KernelSpec | None:
+    try:
+        spec = json.loads((folder / "kernel.json").read_text())
+        meta = spec["metadata"]["workbench"]
+        return KernelSpec(
+            folder.name, folder, spec["display_name"], meta["env"], spec["argv"][0], scope
+        )
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def listed(project: Project) -> list[KernelSpec]:
+    """The project's kernelspecs: project-scoped ones and its user-wide ones."""
+    found: list[KernelSpec] = []
+    for base, scope in ((project.jupyter_dir / "kernels", "project"), (user_kernels_dir(), "user")):
+        if not base.is_dir():
+            continue
+        for folder in sorted(base.iterdir()):
+            spec = _read(folder, scope) if folder.name.startswith(PREFIX) else None
+            if spec and (scope == "project" or _belongs(folder, project)):
+                found.append(spec)
+    return found
+
+
+def _belongs(folder: Path, project: Project) -> bool:
+    spec = json.loads((folder / "kernel.json").read_text())
+    return spec["metadata"]["workbench"].get("project_root") == str(project.root)
+
+
+def remove(spec: KernelSpec) -> None:
+    shutil.rmtree(spec.path, ignore_errors=True)
+
+
+def prune(project: Project) -> list[KernelSpec]:
+    """Remove the project's kernelspecs whose env or interpreter is gone."""
+    gone = [k for k in listed(project) if k.env not in project.envs or not k.env_exists]
+    for spec in gone:
+        remove(spec)
+    return gone
