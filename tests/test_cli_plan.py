@@ -57,7 +57,7 @@ def test_plan_honours_machine_pip_config(project: Path, tmp_path: Path) -> None:
     env = {"PIP_CONFIG_FILE": str(conf), "PIP_FIND_LINKS": "", "XDG_CONFIG_DIRS": str(tmp_path)}
     proc = workbench("env", "plan", "a", "--json", cwd=project, env=env)
     opts = json.loads(proc.stdout)["pip_options"]
-    assert ["--find-links", "/srv/wheels"] == opts[opts.index("--find-links") :][:2]
+    assert opts[opts.index("--find-links") :][:2] == ["--find-links", "/srv/wheels"]
     assert "file:///srv/simple" in opts
 
 
@@ -97,3 +97,10 @@ def test_help_explains_and_usage_errors_exit_2(project: Path) -> None:
 def test_outside_a_project(tmp_path: Path) -> None:
     proc = workbench("env", "list", cwd=tmp_path)
     assert proc.returncode == 2 and "no workbench.toml" in proc.stderr
+
+
+def test_manifest_error_keeps_brackets(project: Path) -> None:
+    (project / "workbench.toml").write_text('[project]\nname = "p"\n[envs.ghost]\n')
+    proc = workbench("env", "list", cwd=project)
+    assert proc.returncode == 2
+    assert "workbench.toml: [envs.ghost]: spec file" in proc.stderr

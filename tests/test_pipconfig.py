@@ -29,7 +29,7 @@ def test_files_and_variables_merge_like_pip(tmp_path: Path) -> None:
     assert config.constraints == ("/etc/c.txt",)
     args = config.uv_args()
     assert args[-2:] == ["--index-strategy", "unsafe-best-match"]
-    assert ["--find-links", "/opt/wheels"] == args[args.index("--find-links") :][:2]
+    assert args[args.index("--find-links") :][:2] == ["--find-links", "/opt/wheels"]
 
 
 def test_devnull_config_file_disables_files(tmp_path: Path) -> None:

@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args, _project(args))
     except WorkbenchError as exc:
-        from workbench.console import err
+        from workbench.console import error
 
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

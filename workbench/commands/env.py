@@ -8,7 +8,7 @@ from rich.table import Table
 from workbench import backends, envs
 from workbench import project as projects
 from workbench import spec as specs
-from workbench.console import err, out, print_json, progress, warn
+from workbench.console import err, escape, out, print_json, progress, warn
 from workbench.errors import CHECK_FAILED, WorkbenchError
 
 HELP = """Build model envs from envs/NAME.yml (conda environment.yml format).
@@ -169,16 +169,16 @@ def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> int:
     for message in plan.warnings:
         warn(message)
     out.print(
-        f"[bold]{plan.env}[/]  backend [cyan]{plan.backend}[/]  "
-        f"python [cyan]{plan.python_version}[/] ({plan.python})"
+        f"[bold]{escape(plan.env)}[/]  backend [cyan]{plan.backend}[/]  "
+        f"python [cyan]{plan.python_version}[/] ({escape(plan.python)})"
     )
-    out.print("packages: " + (", ".join(plan.packages) or "(none)"))
+    out.print("packages: " + escape(", ".join(plan.packages) or "(none)"))
     for dropped in plan.dropped:
-        out.print(f"dropped:  {dropped['spec']} ({dropped['reason']})")
+        out.print(f"dropped:  {escape(dropped['spec'])} ({dropped['reason']})")
     if plan.pip_options:
-        out.print("pip options: " + " ".join(plan.pip_options))
+        out.print("pip options: " + escape(" ".join(plan.pip_options)))
     if plan.variables:
-        out.print("variables: " + ", ".join(f"{k}={v}" for k, v in plan.variables.items()))
+        out.print("variables: " + escape(", ".join(f"{k}={v}" for k, v in plan.variables.items())))
     return 0
 
 
@@ -269,6 +269,7 @@ def cmd_check(args: argparse.Namespace, project: projects.Project) -> int:
                 out.print(f"  [red]- {n}=={v}[/] (removed)")
             for n, (a, b) in sorted(r.drift.changed.items()):
                 out.print(f"  [yellow]~ {n} {a} → {b}[/] (changed)")
+            out.print(f"  rebuild it from the lock: workbench env create {r.env} --locked --force")
     return CHECK_FAILED if any(r.drift for r in results) else 0
 
 

@@ -1,0 +1,36 @@
+# The entry points a newcomer uses. `make demo` builds every env and kernel;
+# `make test` installs what it needs, then runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+WB := $(VENV)/bin/workbench
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m compileall -q workbench
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(WB) env create --all
+	$(WB) env list
+
+test: $(STAMP)
+	$(PY) -m compileall -q workbench
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/envs.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check workbench tests bench
+	$(VENV)/bin/ruff format --check workbench tests bench
+
+clean:
+	rm -rf $(VENV) .workbench
