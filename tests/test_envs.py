@@ -185,3 +185,71 @@ def test_pinned_gpus_reach_kernel_and_check_is_skipped_without_gpu(project: Path
     assert "no GPU here, check skipped" in proc.stderr
     out = run_in_kernel("wb-old", PROBE.format(var="CUDA_VISIBLE_DEVICES"))
     assert out.split()[-1] == "1,3"
+
+
+def test_stock_papermill_and_nbval_run_in_project_kernels(project: Path, tmp_path: Path) -> None:
+    import nbformat
+
+    write_env(project, "old", SIX_OLD)
+    assert workbench("env", "create", "old", cwd=project).returncode == 0
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "wb-old",
+        "display_name": "Python 3.11 (old)",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    probe = nbformat.v4.new_code_cell("import six\nprint(six.__version__, x)")
+    nb.cells = [params, probe]
+    source, output = tmp_path / "nb.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, source)
+
+    papermill = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(source),
+            str(output),
+            "-k",
+            "wb-old",
+            "-p",
+            "x",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
+    assert papermill.returncode == 0, papermill.stderr
+    ran = nbformat.read(output, as_version=4)
+    assert ran.cells[-1].outputs[0]["text"] == "1.16.0 2\n"
+
+    def nbval(stored: str) -> int:
+        probe.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stored)]
+        probe.execution_count = 2
+        nbformat.write(nb, source)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "--nbval",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                str(tmp_path),
+                str(source),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=os.environ,
+            timeout=300,
+        ).returncode
+
+    assert nbval("1.16.0 1\n") == 0  # the stored output, reproduced in the env's kernel
+    assert nbval("9.9.9 1\n") == 1  # a changed output fails

@@ -157,7 +157,7 @@ def create(
             )
             status = "built"
             warnings = plan.warnings
-        gpu_check = gpu.check(backend.python(prefix), entry.gpus) if entry.gpus else None
+        gpu_check = gpu.check(backend.run_python(prefix), entry.gpus) if entry.gpus else None
         _activate(project, name, prefix)
         kernel = _register(project, entry, spec, record, prefix, user)
         _remove_old_builds(project, name, keep=prefix, previous=active)

@@ -26,12 +26,13 @@ def machine_has_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
 
 
-def check(python: Path, gpus: tuple[str, ...]) -> GpuCheck:
+def check(python: list[str], gpus: tuple[str, ...]) -> GpuCheck:
+    """Ask torch inside the env (python: the command that runs its interpreter)."""
     if not machine_has_gpu():
         return GpuCheck(ok=True, skipped=True, message="no GPU here, check skipped")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
     proc = subprocess.run(
-        [str(python), "-c", PROBE], capture_output=True, text=True, env=env, timeout=300
+        [*python, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -64,3 +64,7 @@ class Backend(ABC):
 
     def python(self, prefix: Path) -> Path:
         return prefix / "bin" / "python"
+
+    def run_python(self, prefix: Path) -> list[str]:
+        """The command that runs the env's Python as its users would (activated)."""
+        return [str(self.python(prefix))]

@@ -49,6 +49,10 @@ class CondaBackend(Backend):
             variables=spec.variables,
         )
 
+    def run_python(self, prefix: Path) -> list[str]:
+        """`run --prefix` applies the env's activation scripts (CUDA paths and the like)."""
+        return self._cli("run", "--prefix", str(prefix), "python")
+
     def _cli(self, *args: str) -> list[str]:
         return [self.exe, *args]
 

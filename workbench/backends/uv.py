@@ -174,28 +174,27 @@ def _name(requirement: str) -> str | None:
         return None
 
 
-def _without_constraints(options: list[str]) -> list[str]:
-    """Install options for a lock: constraints already shaped it, and --require-hashes
-    would take their unpinned lines for requirements."""
+def _drop_option(options: list[str], name: str) -> list[str]:
+    """options without every `name VALUE` pair."""
     kept: list[str] = []
     args = iter(options)
     for opt in args:
-        if opt == "--constraints":
+        if opt == name:
             next(args, None)
         else:
             kept.append(opt)
     return kept
 
 
+def _without_constraints(options: list[str]) -> list[str]:
+    """Install options for a lock: constraints already shaped it, and --require-hashes
+    would take their unpinned lines for requirements."""
+    return _drop_option(options, "--constraints")
+
+
 def _dedupe_strategy(options: list[str]) -> list[str]:
     """Keep one --index-strategy, added when any extra index is in play."""
-    cleaned: list[str] = []
-    args = iter(options)
-    for opt in args:
-        if opt == "--index-strategy":
-            next(args, None)
-        else:
-            cleaned.append(opt)
+    cleaned = _drop_option(options, "--index-strategy")
     if "--extra-index-url" in cleaned:
         cleaned += ["--index-strategy", "unsafe-best-match"]
     return cleaned
