@@ -253,3 +253,57 @@ def test_stock_papermill_and_nbval_run_in_project_kernels(project: Path, tmp_pat
 
     assert nbval("1.16.0 1\n") == 0  # the stored output, reproduced in the env's kernel
     assert nbval("9.9.9 1\n") == 1  # a changed output fails
+
+
+def _wait_for_build_dir(project: Path, proc: subprocess.Popen, known: set[Path]) -> Path:
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        fresh = set((project / ".workbench/builds").glob("old-*")) - known
+        if fresh and any((p / "bin" / "python").exists() for p in fresh):
+            return fresh.pop()
+        time.sleep(0.05)
+    raise AssertionError("the build never started")
+
+
+def _start_rebuild(project: Path, path: Path) -> subprocess.Popen:
+    path.write_text(SIX_OLD.replace("six==1.16.0", "six==1.17.0"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", "env", "create", "old"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_interrupted_builds_leave_previous_env_working(project: Path) -> None:
+    import signal
+
+    path = write_env(project, "old", SIX_OLD)
+    assert workbench("env", "create", "old", cwd=project).returncode == 0
+    prefix = active(project, "old")
+
+    # SIGTERM (like Ctrl-C) unwinds: the half-made build is deleted.
+    proc = _start_rebuild(project, path)
+    partial = _wait_for_build_dir(project, proc, {prefix})
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert not partial.exists()
+    assert active(project, "old") == prefix
+
+    # SIGKILL cannot be caught: the partial build stays but is never active ...
+    proc = _start_rebuild(project, path)
+    partial = _wait_for_build_dir(project, proc, {prefix})
+    proc.kill()
+    proc.wait(timeout=60)
+    assert active(project, "old") == prefix
+    assert run_in_kernel("wb-old", "import six; print(six.__version__)").strip() == "1.16.0"
+    listed = json.loads(workbench("env", "list", "--json", cwd=project).stdout)[0]
+    assert listed["built"] and listed["prefix"] == str(prefix)
+
+    # ... and the next build sweeps it away.
+    assert workbench("env", "create", "old", cwd=project).returncode == 0
+    assert not partial.exists()
+    assert run_in_kernel("wb-old", "import six; print(six.__version__)").strip() == "1.17.0"
