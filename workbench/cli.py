@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__
 from workbench import project as projects
-from workbench.commands import env, kernels
+from workbench.commands import env, kernels, run, test
 from workbench.errors import WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -20,6 +20,9 @@ Common flows:
   workbench env lock --all            write exact, hashed locks to commit
   workbench env check --all           exit 1 if an env drifted from its lock
   workbench kernels                   the project's kernels and the JUPYTER_PATH to see them
+  workbench run NB -p steps 2000      run a notebook in its env kernel, record it in runs/
+  workbench runs compare A B          compare recorded runs (parameters, metrics)
+  workbench test -n 2                 smoke-run every notebook as a test
 
 Exit codes: 0 success, 1 a check or build failed, 2 usage or bad input."""
 
@@ -43,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     env.add_parser(sub, common)
     kernels.add_parser(sub, common)
+    run.add_parser(sub, common)
+    test.add_parser(sub, common)
     return top
 
 

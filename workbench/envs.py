@@ -138,6 +138,7 @@ def create(
     active = active_prefix(project, name)
     record = EnvRecord.read(active) if active else None
     if not force and record and record.build_id == bid and active:
+        _link_record_helper(project, active)
         kernel = _kernel_if_current(project, name, active, user)
         if kernel is None:
             kernel = _register(project, entry, spec, record, active, user)
@@ -157,6 +158,7 @@ def create(
             )
             status = "built"
             warnings = plan.warnings
+        _link_record_helper(project, prefix)
         gpu_check = gpu.check(backend.run_python(prefix), entry.gpus) if entry.gpus else None
         _activate(project, name, prefix)
         kernel = _register(project, entry, spec, record, prefix, user)
@@ -219,6 +221,23 @@ def _bytecode_donors(project: Project, active: Path | None) -> list[Path]:
         if p.is_dir() and p != active and EnvRecord.read(p) is not None
     ]
     return ([active] if active else []) + others
+
+
+def _link_record_helper(project: Project, prefix: Path) -> None:
+    """Let code in the env `from workbench import record`: a .pth file names
+    .workbench/pylib, which links to this package's stdlib-only __init__.py."""
+    pylib = project.state_dir / "pylib"
+    target = pylib / "workbench" / "__init__.py"
+    source = Path(__file__).with_name("__init__.py").resolve()
+    if not (target.is_symlink() and target.resolve() == source):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".init-{secrets.token_hex(3)}")
+        tmp.symlink_to(source)
+        tmp.replace(target)
+    for site in prefix.glob("lib/python3*/site-packages"):
+        pth = site / "_workbench_record.pth"
+        if not pth.is_file() or pth.read_text().strip() != str(pylib):
+            pth.write_text(f"{pylib}\n")
 
 
 def _activate(project: Project, name: str, prefix: Path) -> None:

@@ -1,0 +1,298 @@
+"""Running notebooks in their env kernels with papermill, and recording the run.
+
+Stages: resolve the kernel (the notebook's own, or --env's), check the parameters
+against the notebook's `parameters` cell before any kernel starts, execute with
+papermill (which saves the output notebook after every cell), then write the record,
+whatever happened: ok, failed, regressed, timeout or interrupted.
+"""
+
+import ast
+import json
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from workbench import baselines, envs, runs
+from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.kernels import PREFIX
+from workbench.project import Project
+
+INTERRUPTED = 130
+PRESET_KEY = "workbench"
+
+
+class RunTimeout(BaseException):
+    """Raised in the main thread when a run outlives its timeout (BaseException so that
+    nothing on the way swallows it)."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str  # papermill's inferred type name: int, float, bool, str, list, dict, None
+    default: str
+    help: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.type}, default {self.default})"
+
+
+def read(path: Path) -> dict:
+    """The notebook as a dict, or a one-line error."""
+    import nbformat
+
+    if not path.is_file():
+        raise WorkbenchError(f"{path}: no such notebook")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises several unrelated types
+        raise WorkbenchError(f"{path}: not a readable notebook: {exc}") from None
+
+
+def parameters(path: Path) -> dict[str, Parameter]:
+    """The parameters the notebook's `parameters` cell declares."""
+    from papermill import inspect_notebook
+
+    declared = inspect_notebook(str(path))
+    return {
+        name: Parameter(name, _type_of(p), str(p.get("default")), str(p.get("help") or ""))
+        for name, p in declared.items()
+    }
+
+
+def _type_of(param: dict) -> str:
+    """The annotated type (`steps: int = 3`), else the type of the default's literal."""
+    annotated = str(param.get("inferred_type_name") or "None")
+    if annotated != "None":
+        return annotated
+    try:
+        return type(ast.literal_eval(str(param.get("default")))).__name__
+    except (ValueError, SyntaxError):
+        return "None"
+
+
+def coerce(path: Path, declared: dict[str, Parameter], raw: dict[str, object]) -> dict:
+    """Typed parameter values; unknown names and ill-typed values are refused."""
+    valid = "; ".join(p.describe() for p in declared.values()) or "none"
+    values = {}
+    for name, value in raw.items():
+        if name not in declared:
+            raise WorkbenchError(f"{path.name}: unknown parameter '{name}' (valid: {valid})")
+        values[name] = _typed(path, declared[name], value)
+    return values
+
+
+def _typed(path: Path, param: Parameter, value: object) -> object:
+    where = f"{path.name}: parameter {param.name}={value!r}"
+    if not isinstance(value, str):
+        return value  # already typed (a preset from the notebook's metadata)
+    kind = param.type.lower()
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            lowered = value.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind in ("str", "string"):
+            return value
+        if kind in ("list", "dict", "tuple"):
+            parsed = yaml.safe_load(value)
+            if type(parsed).__name__ != kind and not (kind == "tuple" and isinstance(parsed, list)):
+                raise ValueError(value)
+            return parsed
+        return yaml.safe_load(value)
+    except (ValueError, yaml.YAMLError):
+        raise WorkbenchError(f"{where}: expected {param.type} ({param.describe()})") from None
+
+
+def presets(nb: dict) -> dict[str, dict]:
+    """Named parameter sets kept in the notebook's metadata (e.g. "smoke", "demo")."""
+    meta = nb.get("metadata", {}).get(PRESET_KEY, {})
+    return {k: v for k, v in meta.items() if isinstance(v, dict)}
+
+
+def resolve_env(project: Project, path: Path, nb: dict, env: str | None) -> tuple[str, str]:
+    """(env name, kernel name) for the run: --env's, else the notebook's kernelspec."""
+    if env is None:
+        kernel = (nb.get("metadata", {}).get("kernelspec") or {}).get("name")
+        if not kernel:
+            raise WorkbenchError(f"{path}: the notebook names no kernel; pass --env NAME")
+        if not kernel.startswith(PREFIX) or kernel[len(PREFIX) :] not in project.envs:
+            known = ", ".join(sorted(project.envs)) or "none"
+            raise WorkbenchError(
+                f"{path}: kernel '{kernel}' is not a project env kernel; pass --env NAME "
+                f"(envs: {known})"
+            )
+        env = kernel[len(PREFIX) :]
+    envs.require_built(project, env)
+    return env, f"{PREFIX}{env}"
+
+
+@dataclass
+class RunRequest:
+    notebook: Path
+    parameters: dict
+    preset: str | None
+    env: str | None = None
+    timeout: float | None = None
+    progress_bar: bool = False
+
+
+def prepare(project: Project, request: RunRequest) -> tuple[runs.RunRecord, dict]:
+    """Everything checked before a kernel starts; returns the new record and the notebook."""
+    path = request.notebook
+    nb = read(path)
+    env, kernel = resolve_env(project, path, nb, request.env)
+    declared = parameters(path)
+    raw: dict = {}
+    if request.preset:
+        available = presets(nb)
+        if request.preset not in available:
+            names = ", ".join(sorted(available)) or "none"
+            raise WorkbenchError(f"{path.name}: no preset '{request.preset}' (presets: {names})")
+        raw.update(available[request.preset])
+    raw.update(request.parameters)
+    values = coerce(path, declared, raw)
+    prefix = envs.require_built(project, env)
+    built = envs.EnvRecord.read(prefix)
+    commit, dirty = runs.git_state(project.root)
+    run_id = runs.new_id(path)
+    record = runs.RunRecord(
+        id=run_id,
+        notebook=_rel(project, path),
+        output=f"runs/{run_id}/{path.name}",
+        parameters=values,
+        preset=request.preset,
+        env=env,
+        kernel=kernel,
+        spec_hash=built.spec_hash if built else None,
+        lock_hash=built.lock_hash if built else None,
+        git_commit=commit,
+        git_dirty=dirty,
+        started=time.time(),
+    )
+    return record, nb
+
+
+def execute(project: Project, request: RunRequest) -> tuple[runs.RunRecord, int]:
+    """Run the notebook and write its record; returns the record and the exit code."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    record, _ = prepare(project, request)
+    record.save(project)
+    output = project.root / record.output
+    code = 0
+    try:
+        with _deadline(request.timeout), _jupyter_path(project):
+            papermill.execute_notebook(
+                str(request.notebook),
+                str(output),
+                parameters=record.parameters,
+                kernel_name=record.kernel,
+                cwd=str(request.notebook.parent),
+                progress_bar=request.progress_bar,
+                start_timeout=120,
+            )
+        record.status = "ok"
+    except PapermillExecutionError as exc:
+        record.status, code = "failed", CHECK_FAILED
+        record.error = {"ename": exc.ename, "evalue": exc.evalue}
+    except RunTimeout:
+        record.status, code = "timeout", CHECK_FAILED
+        record.error = {"ename": "Timeout", "evalue": f"run exceeded {request.timeout:g} s"}
+    except KeyboardInterrupt:
+        record.status, code = "interrupted", INTERRUPTED
+        record.error = {"ename": "KeyboardInterrupt", "evalue": "interrupted"}
+    except Exception as exc:  # a dead kernel, a kernel that never started, ...
+        record.status, code = "failed", CHECK_FAILED
+        record.error = {
+            "ename": type(exc).__name__,
+            "evalue": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        }
+    finally:
+        _finish(project, record, output)
+    if record.status == "ok":
+        section = record.preset or "default"
+        record.baselines = baselines.check(
+            record.metrics, baselines.load(request.notebook, section)
+        )
+        if not all(b["ok"] for b in record.baselines):
+            record.status, code = "regressed", CHECK_FAILED
+        record.save(project)
+    return record, code
+
+
+def _finish(project: Project, record: runs.RunRecord, output: Path) -> None:
+    """Fill the record from the (possibly partial) output notebook and save both."""
+    record.ended = time.time()
+    record.seconds = round(record.ended - record.started, 3)
+    if output.is_file():
+        nb = json.loads(output.read_text())
+        record.metrics = runs.metrics_of(nb)
+        cell_error = runs.error_of(nb)
+        if cell_error and record.status != "ok":
+            record.error = {**cell_error, **(record.error or {})}
+        _fix_kernelspec(nb, record)
+        output.write_text(json.dumps(nb, indent=1) + "\n")
+    record.save(project)
+
+
+def _fix_kernelspec(nb: dict, record: runs.RunRecord) -> None:
+    """Name the kernel that actually ran: papermill keeps the input's (nteract/papermill#856)."""
+    meta = nb.setdefault("metadata", {})
+    minor = meta.get("language_info", {}).get("version", "")[:4].rstrip(".")
+    display = f"Python {minor} ({record.env})" if minor else record.kernel
+    meta["kernelspec"] = {"name": record.kernel, "display_name": display, "language": "python"}
+    meta["workbench_run"] = {"id": record.id, "env": record.env}
+
+
+def _rel(project: Project, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(project.root))
+    except ValueError:
+        return str(path.resolve())
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    if not seconds:
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise RunTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def _jupyter_path(project: Project) -> Iterator[None]:
+    import os
+
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ.update(project.jupyter_env())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved

@@ -1,0 +1,155 @@
+"""Run records: what ran, with what, and how it ended, under runs/<id>/record.json."""
+
+import json
+import re
+import secrets
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workbench import METRIC_MIME
+from workbench.errors import WorkbenchError
+from workbench.project import Project
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ARROW = re.compile(r"^\s*-*>\s*(\d+)\s(.*)$")
+
+# Cells papermill adds to an output notebook: not counted when naming the failing cell.
+ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
+@dataclass
+class RunRecord:
+    id: str
+    notebook: str
+    output: str
+    parameters: dict
+    preset: str | None
+    env: str
+    kernel: str
+    spec_hash: str | None
+    lock_hash: str | None
+    git_commit: str | None
+    git_dirty: bool | None
+    started: float
+    ended: float | None = None
+    seconds: float | None = None
+    status: str = "running"
+    error: dict | None = None
+    metrics: dict = field(default_factory=dict)
+    baselines: list = field(default_factory=list)
+
+    def path(self, project: Project) -> Path:
+        return runs_dir(project) / self.id / "record.json"
+
+    def save(self, project: Project) -> None:
+        target = self.path(project)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, default=str) + "\n")
+        tmp.replace(target)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def runs_dir(project: Project) -> Path:
+    return project.root / "runs"
+
+
+def new_id(notebook: Path) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{notebook.stem}-{secrets.token_hex(2)}"
+
+
+def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the project's git checkout, or (None, None) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    return commit.stdout.strip(), bool(status.stdout.strip())
+
+
+def metrics_of(nb: dict) -> dict:
+    """Metrics recorded with workbench.record in a (possibly partial) output notebook."""
+    found: dict = {}
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            metric = (output.get("data") or {}).get(METRIC_MIME)
+            if isinstance(metric, dict) and "name" in metric:
+                found[str(metric["name"])] = metric.get("value")
+    return found
+
+
+def error_of(nb: dict) -> dict | None:
+    """The first error in an output notebook: cell number, source line, traceback."""
+    injected = 0
+    for index, cell in enumerate(nb.get("cells", [])):
+        if ADDED_TAGS & set(cell.get("metadata", {}).get("tags", [])):
+            injected += 1
+            continue
+        for output in cell.get("outputs", []) or []:
+            if output.get("output_type") == "error":
+                traceback = [ANSI.sub("", line) for line in output.get("traceback", [])]
+                return {
+                    "cell": index + 1 - injected,  # 1-based, as in the notebook the user wrote
+                    "execution_count": cell.get("execution_count"),
+                    "ename": output.get("ename"),
+                    "evalue": output.get("evalue"),
+                    "line": _failing_line(traceback, cell.get("source", "")),
+                    "traceback": "\n".join(traceback),
+                }
+    return None
+
+
+def _failing_line(traceback: list[str], source: str) -> str | None:
+    """The source line IPython's traceback points at with its arrow, in the cell itself."""
+    for block in traceback:
+        for line in block.splitlines():
+            match = ARROW.match(line)
+            if match:
+                return f"line {match[1]}: {match[2].strip()}"
+    lines = source.strip().splitlines() if isinstance(source, str) else []
+    return f"last line: {lines[-1]}" if lines else None
+
+
+def load(path: Path) -> RunRecord:
+    data = json.loads(path.read_text())
+    return RunRecord(**{k: v for k, v in data.items() if k in RunRecord.__dataclass_fields__})
+
+
+def listed(project: Project) -> list[RunRecord]:
+    """Every run record, oldest first; unreadable ones are skipped."""
+    records = []
+    folder = runs_dir(project)
+    for path in sorted(folder.glob("*/record.json")) if folder.is_dir() else []:
+        try:
+            records.append(load(path))
+        except (OSError, ValueError, TypeError):
+            continue
+    return sorted(records, key=lambda r: r.started)
+
+
+def find(project: Project, run_id: str) -> RunRecord:
+    """The run whose id is run_id or starts with it (unambiguously)."""
+    matches = [r for r in listed(project) if r.id == run_id or r.id.startswith(run_id)]
+    exact = [r for r in matches if r.id == run_id]
+    if exact:
+        return exact[0]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise WorkbenchError(f"no run '{run_id}' under {runs_dir(project)} (see `workbench runs`)")
+    raise WorkbenchError(f"run id '{run_id}' is ambiguous: {', '.join(r.id for r in matches[:5])}")
