@@ -350,3 +350,28 @@ def test_papermill_engine_writes_a_run_record(proj: Path, tmp_path: Path) -> Non
     assert [(r["status"], r["parameters"], r["metrics"], r["output"]) for r in records] == [
         ("ok", {"x": 4}, {"twice": 8.0}, str(out))
     ]
+
+
+def test_notebook_runs_after_the_notebooks_it_needs(proj: Path) -> None:
+    suite = proj / "needs-suite"
+    notebook(
+        suite / "a_train.ipynb",
+        "import time, pathlib\ntime.sleep(2)\npathlib.Path('model.txt').write_text(str(x))",
+        params="x = 7",
+    )
+    user = notebook(
+        suite / "b_eval.ipynb",
+        "import pathlib\nassert pathlib.Path('model.txt').read_text() == '7'",
+    )
+    nb = nbformat.read(user, as_version=4)
+    nb.metadata["workbench"] = {"needs": ["a_train.ipynb"]}
+    nbformat.write(nb, user)
+    (suite / "model.txt").unlink(missing_ok=True)
+    # b_eval is given first and two run at once: it must still wait for a_train.
+    proc = workbench("test", str(user), str(suite / "a_train.ipynb"), "-n", "2", cwd=proj)
+    assert proc.returncode == 0, proc.stderr
+
+    notebook(suite / "a_train.ipynb", "raise RuntimeError('training broke')")
+    proc = workbench("test", str(user), str(suite / "a_train.ipynb"), "-n", "2", cwd=proj)
+    assert proc.returncode == 1
+    assert "skipped: needs a_train.ipynb, which failed" in proc.stderr

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -103,18 +104,66 @@ def describe(record: dict) -> str:
     return error.get("traceback") or json.dumps(record.get("baselines", []), indent=1)
 
 
+def needs(path: Path) -> list[Path]:
+    """Notebooks this one needs to have run first (metadata.workbench.needs, relative)."""
+    nb = notebooks.read(path)
+    named = nb.get("metadata", {}).get(notebooks.PRESET_KEY, {}).get("needs", [])
+    return [(path.parent / name).resolve() for name in named]
+
+
+def ordered(paths: list[Path]) -> list[Path]:
+    """paths with every notebook after those it needs (when they are among paths)."""
+    wanted = {p.resolve() for p in paths}
+    done: list[Path] = []
+    visiting: set[Path] = set()
+
+    def visit(path: Path) -> None:
+        if path in done:
+            return
+        if path in visiting:
+            raise WorkbenchError(f"{path.name}: notebooks need each other in a cycle")
+        visiting.add(path)
+        for need in needs(path):
+            if need in wanted:
+                visit(need)
+        visiting.discard(path)
+        done.append(path)
+
+    for path in paths:
+        visit(path.resolve())
+    return done
+
+
 def run_all(
     project: Project, paths: list[Path], jobs: int, timeout: float, on_result=lambda _r: None
 ) -> list[NotebookResult]:
-    """Run the notebooks, jobs at a time; results in the order given."""
+    """Run the notebooks, jobs at a time, each after the notebooks it needs.
+
+    Notebooks are submitted in dependency order to a first-in-first-out pool, so a
+    notebook only ever waits for ones that already hold a worker or have finished.
+    """
+    order = ordered(paths)
+    finished = {path: threading.Event() for path in order}
+    results: dict[Path, NotebookResult] = {}
 
     def one(path: Path) -> NotebookResult:
-        result = run_one(project, path, timeout)
+        for need in (n for n in needs(path) if n in finished):
+            finished[need].wait()
+        failed = [n.name for n in needs(path) if n in results and not results[n].ok]
+        if failed:
+            result = NotebookResult(
+                path, False, 0.0, f"skipped: needs {', '.join(failed)}, which failed", "", None
+            )
+        else:
+            result = run_one(project, path, timeout)
+        results[path] = result
+        finished[path].set()
         on_result(result)
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, paths))
+        list(pool.map(one, order))
+    return [results[p] for p in order]
 
 
 def write_junit(results: list[NotebookResult], path: Path, root: Path) -> None:
