@@ -375,3 +375,21 @@ def test_notebook_runs_after_the_notebooks_it_needs(proj: Path) -> None:
     proc = workbench("test", str(user), str(suite / "a_train.ipynb"), "-n", "2", cwd=proj)
     assert proc.returncode == 1
     assert "skipped: needs a_train.ipynb, which failed" in proc.stderr
+
+
+def test_kernel_that_cannot_start_is_one_line_exit_2(proj: Path) -> None:
+    write_env(proj, "broken", TINY)
+    try:
+        assert workbench("env", "create", "broken", cwd=proj).returncode == 0
+        site = next((proj / ".workbench/envs/broken").resolve().glob("lib/python3*/site-packages"))
+        (site / "ipykernel_launcher.py").unlink()  # the env can no longer start a kernel
+        nb = notebook(proj / "notebooks/broken.ipynb", "print(1)", kernel="wb-broken")
+        started = time.monotonic()
+        proc = workbench("run", str(nb), cwd=proj)
+        assert proc.returncode == 2 and time.monotonic() - started < 90
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "kernel wb-broken could not start" in errors[0]
+        assert "workbench env create broken --force" in errors[0]
+    finally:
+        workbench("env", "rm", "broken", cwd=proj)
+        (proj / "envs/broken.yml").unlink()

@@ -223,6 +223,13 @@ def execute(project: Project, request: RunRequest) -> tuple[runs.RunRecord, int]
         }
     finally:
         _finish(project, record, output)
+    if code == CHECK_FAILED and record.status == "failed" and not _any_cell_ran(output):
+        # Nothing ran: the kernel never came up. That is the env's problem, not the notebook's.
+        raise WorkbenchError(
+            f"kernel {record.kernel} could not start ({record.error['ename']}: "
+            f"{record.error['evalue']}); rebuild it with `workbench env create {record.env} "
+            f"--force` (run record: runs/{record.id}/)"
+        )
     if record.status == "ok":
         section = record.preset or "default"
         record.baselines = baselines.check(
@@ -247,6 +254,13 @@ def _finish(project: Project, record: runs.RunRecord, output: Path) -> None:
         _fix_kernelspec(nb, record)
         output.write_text(json.dumps(nb, indent=1) + "\n")
     record.save(project)
+
+
+def _any_cell_ran(output: Path) -> bool:
+    if not output.is_file():
+        return False
+    cells = json.loads(output.read_text()).get("cells", [])
+    return any(c.get("execution_count") for c in cells if c.get("cell_type") == "code")
 
 
 def _fix_kernelspec(nb: dict, record: runs.RunRecord) -> None:
