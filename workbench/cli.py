@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__
 from workbench import project as projects
-from workbench.commands import env, kernels, run, test
+from workbench.commands import env, kernels, run, serve, test
 from workbench.errors import WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -23,6 +23,8 @@ Common flows:
   workbench run NB -p steps 2000      run a notebook in its env kernel, record it in runs/
   workbench runs compare A B          compare recorded runs (parameters, metrics)
   workbench test -n 2                 smoke-run every notebook as a test
+  workbench up && workbench ps        start the Gradio apps in the background, check them
+  workbench tunnel --print            the ssh -L line that reaches lab and apps
 
 Exit codes: 0 success, 1 a check or build failed, 2 usage or bad input."""
 
@@ -48,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     kernels.add_parser(sub, common)
     run.add_parser(sub, common)
     test.add_parser(sub, common)
+    serve.add_parser(sub, common)
     return top
 
 
@@ -76,7 +79,7 @@ def _project(args: argparse.Namespace) -> projects.Project | None:
     try:
         root = projects.find_root(args.project or Path.cwd())
     except WorkbenchError:
-        if args.handler is env.cmd_plan:
-            return None  # plan also works on a bare spec file
+        if args.handler in (env.cmd_plan, serve.cmd_tunnel):
+            return None  # these also work outside a project (a spec file; the laptop)
         raise
     return projects.load(root)

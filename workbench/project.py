@@ -29,10 +29,22 @@ class EnvEntry:
 
 
 @dataclass(frozen=True)
+class AppEntry:
+    """One Gradio app: its file, the env it runs in, its port and model."""
+
+    name: str
+    env: str
+    file: Path
+    port: int
+    model: str | None = None  # a path (relative to the project) or a hub id
+
+
+@dataclass(frozen=True)
 class Project:
     root: Path
     name: str
     envs: dict[str, EnvEntry] = field(default_factory=dict)
+    apps: dict[str, AppEntry] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
 
     # Every location the tool writes, in one place.
@@ -59,20 +71,37 @@ class Project:
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def services_dir(self) -> Path:
+        """One folder per running app (and JupyterLab): state.json, temp dir."""
+        return self.state_dir / "apps"
+
+    @property
+    def lab_port(self) -> int:
+        return int(self.manifest.get("lab", {}).get("port", 8888))
+
     def env(self, name: str) -> EnvEntry:
         """The env called name, or an error that suggests the closest one."""
-        if name in self.envs:
-            return self.envs[name]
-        close = difflib.get_close_matches(name, self.envs, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        known = ", ".join(sorted(self.envs)) or "none"
-        raise WorkbenchError(f"unknown env '{name}' (known: {known}){hint}")
+        return _lookup(self.envs, name, "env")
+
+    def app(self, name: str) -> AppEntry:
+        """The app called name, or an error that suggests the closest one."""
+        return _lookup(self.apps, name, "app")
 
     def jupyter_env(self) -> dict[str, str]:
         """Environment variables that let stock Jupyter tools see the project kernels."""
         current = os.environ.get("JUPYTER_PATH", "")
         parts = [str(self.jupyter_dir)] + [p for p in current.split(os.pathsep) if p]
         return {"JUPYTER_PATH": os.pathsep.join(dict.fromkeys(parts))}
+
+
+def _lookup(table: dict, name: str, kind: str):
+    if name in table:
+        return table[name]
+    close = difflib.get_close_matches(name, table, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    known = ", ".join(sorted(table)) or "none"
+    raise WorkbenchError(f"unknown {kind} '{name}' (known: {known}){hint}")
 
 
 def find_root(start: Path) -> Path:
@@ -115,7 +144,32 @@ def load(root: Path) -> Project:
         if env_name not in envs and not spec_path.is_file():
             raise WorkbenchError(f"{where}: spec file {spec_path} does not exist")
         envs[env_name] = EnvEntry(env_name, spec_path, _gpus(table.get("gpus"), where))
-    return Project(root=root, name=name, envs=envs, manifest=manifest)
+    apps = {
+        app_name: _app(root, manifest_path, app_name, table, envs)
+        for app_name, table in manifest.get("apps", {}).items()
+    }
+    return Project(root=root, name=name, envs=envs, apps=apps, manifest=manifest)
+
+
+def _app(root: Path, manifest_path: Path, name: str, table: object, envs: dict) -> AppEntry:
+    where = f"{manifest_path}: [apps.{name}]"
+    if not ENV_NAME.match(name) or name == "lab":
+        raise WorkbenchError(f"{where}: invalid app name (letters, digits, _ . -; not 'lab')")
+    if not isinstance(table, dict):
+        raise WorkbenchError(f"{where}: expected a table with env, file and port")
+    missing = [key for key in ("env", "file") if key not in table]
+    if missing:
+        raise WorkbenchError(f"{where}: missing {', '.join(missing)}")
+    if table["env"] not in envs:
+        known = ", ".join(sorted(envs)) or "none"
+        raise WorkbenchError(f"{where}: env = {table['env']!r} is not an env (known: {known})")
+    port = table.get("port", 7860)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise WorkbenchError(f"{where}: port = {port!r}: expected a number 1-65535")
+    model = table.get("model")
+    if model is not None and not isinstance(model, str):
+        raise WorkbenchError(f"{where}: model = {model!r}: expected a path or hub id")
+    return AppEntry(name, table["env"], root / table["file"], port, model)
 
 
 def _gpus(value: object, where: str) -> tuple[str, ...] | None:

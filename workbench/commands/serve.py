@@ -1,0 +1,350 @@
+"""`workbench serve|up|ps|down|logs|lab|tunnel`: apps, JupyterLab, and the way in."""
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from workbench import project as projects
+from workbench import serving, tunnel
+from workbench.console import err, escape, out, print_json
+from workbench.errors import CHECK_FAILED, WorkbenchError
+
+HEALTH_TIMEOUT = 300.0
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    bind = argparse.ArgumentParser(add_help=False)
+    bind.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; others need --auth)",
+    )
+    bind.add_argument(
+        "--auth", metavar="USER:PASS", help=f"require this login (or set {serving.AUTH_VARIABLE})"
+    )
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common, bind],
+        help="run one app in the foreground",
+        description="Run a Gradio app in its env's interpreter until Ctrl-C.",
+    )
+    p.add_argument("app", metavar="APP")
+    p.add_argument("--port", type=int, help="default: the manifest's, or the next free one")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser(
+        "up",
+        parents=[common, bind],
+        help="start apps in the background",
+        description="Start apps (default: all) under a supervisor that restarts "
+        "them when they crash; returns once each is healthy.",
+    )
+    p.add_argument("apps", nargs="*", metavar="APP")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=HEALTH_TIMEOUT,
+        metavar="SECONDS",
+        help=f"wait this long for health (default {HEALTH_TIMEOUT:g})",
+    )
+    p.set_defaults(handler=cmd_up)
+
+    p = sub.add_parser("ps", parents=[common], help="running apps and JupyterLab")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_ps)
+
+    p = sub.add_parser("down", parents=[common], help="stop apps (default: all, and lab)")
+    p.add_argument("apps", nargs="*", metavar="APP")
+    p.set_defaults(handler=cmd_down)
+
+    p = sub.add_parser("logs", parents=[common], help="an app's log")
+    p.add_argument("app", metavar="APP")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    p.set_defaults(handler=cmd_logs)
+
+    p = sub.add_parser(
+        "lab",
+        parents=[common],
+        help="JupyterLab with the project kernels",
+        description="JupyterLab on 127.0.0.1 with a token, seeing the project "
+        "kernels; prints its URL and the ssh tunnel line.",
+    )
+    p.add_argument("--port", type=int, help="default: [lab] port in the manifest, or 8888")
+    p.add_argument("--detach", action="store_true", help="run in the background (see ps/down)")
+    p.set_defaults(handler=cmd_lab)
+
+    p = sub.add_parser(
+        "tunnel",
+        parents=[common],
+        help="ssh -L to JupyterLab and the apps",
+        description="On the server, --print prints one `ssh -N -L …` line for "
+        "JupyterLab and every running app. On the laptop, `tunnel USER@HOST` "
+        "asks the server for its running services, forwards each (a free local "
+        "port where the same one is taken), prints the local URLs and stays up "
+        "(reconnecting) until Ctrl-C.",
+    )
+    p.add_argument("destination", nargs="?", metavar="USER@HOST")
+    p.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="print the ssh line for this server's services",
+    )
+    p.add_argument(
+        "--remote-project",
+        metavar="PATH",
+        help="the project's folder on the server (uses its .venv/bin/workbench)",
+    )
+    p.add_argument("-p", "--ssh-port", type=int, help="ssh port of the server")
+    p.add_argument("-i", "--identity", type=Path, help="ssh private key")
+    p.add_argument(
+        "-o",
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="extra ssh -o option (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the forwards as JSON and exit")
+    p.set_defaults(handler=cmd_tunnel)
+
+
+def _start_app(
+    project: projects.Project, name: str, host: str, auth: str | None, taken: set[int]
+) -> int:
+    app = project.app(name)
+    port = serving.pick_port(app.port, host, taken)
+    if port != app.port:
+        err.print(f"{name}: port {app.port} is in use, using {port}")
+    argv, env = serving.app_command(project, app, host, port, auth)
+    serving.start(project, name, "app", argv, env, host, port, app.env)
+    return port
+
+
+def cmd_serve(args: argparse.Namespace, project: projects.Project) -> int:
+    auth = serving.auth_from(args.auth)
+    serving.check_bind(args.host, auth)
+    app = project.app(args.app)
+    if serving.running(project, app.name):
+        raise WorkbenchError(
+            f"{app.name} is already running in the background (`workbench down {app.name}` first)"
+        )
+    port = args.port or serving.pick_port(app.port, args.host)
+    if args.port and not serving.port_is_free(args.port, args.host):
+        raise WorkbenchError(f"port {args.port} is in use")
+    if port != app.port:
+        err.print(f"port {app.port} is in use, using {port}")
+    argv, env = serving.app_command(project, app, args.host, port, auth)
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=project.root)
+    try:
+        announced = False
+        while proc.poll() is None:
+            if not announced and serving.probe(serving.health_url("app", port)) == "healthy":
+                err.print(
+                    f"[green]serving[/] {app.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)"
+                )
+                err.print(
+                    tunnel.line(
+                        tunnel.default_destination(), [tunnel.Forward(app.name, port, port)]
+                    )
+                )
+                announced = True
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        return 0
+    return proc.returncode
+
+
+def cmd_up(args: argparse.Namespace, project: projects.Project) -> int:
+    auth = serving.auth_from(args.auth)
+    serving.check_bind(args.host, auth)
+    names = args.apps or sorted(project.apps)
+    if not names:
+        raise WorkbenchError("no apps in workbench.toml ([apps.NAME] with env, file, port)")
+    for name in names:
+        project.app(name)
+    taken: set[int] = {s.port for s in serving.listed(project)}
+    started = []
+    for name in names:
+        current = serving.running(project, name)
+        if current:
+            err.print(f"{name}: already running at {current.url}")
+            continue
+        taken.add(_start_app(project, name, args.host, auth, taken))
+        started.append(name)
+    code = 0
+    for name in started:
+        try:
+            service = serving.wait_healthy(project, name, args.timeout)
+            err.print(f"[green]✓[/] {name} healthy at {service.url}")
+        except WorkbenchError as exc:
+            err.print(f"[red]✗[/] {escape(exc.message)}")
+            code = max(code, exc.exit_code)
+    _print_tunnel(project)
+    return code
+
+
+def cmd_ps(args: argparse.Namespace, project: projects.Project) -> int:
+    services = serving.listed(project)
+    if args.json:
+        print_json([s.to_json() for s in services])
+        return 0
+    table = Table(
+        "name",
+        "env",
+        "pid",
+        "port",
+        "health",
+        "uptime",
+        "restarts",
+        "url",
+        title="services",
+        title_justify="left",
+    )
+    for s in services:
+        colour = {"healthy": "green", "starting": "yellow"}.get(s.health, "red")
+        table.add_row(
+            s.name,
+            s.env or "-",
+            str(s.pid or "-"),
+            str(s.port),
+            f"[{colour}]{s.health}[/]",
+            _uptime(s.uptime),
+            str(s.restarts),
+            s.url,
+        )
+    out.print(table)
+    return 0 if all(s.health == "healthy" for s in services) else CHECK_FAILED
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def cmd_down(args: argparse.Namespace, project: projects.Project) -> int:
+    names = args.apps or [s.name for s in serving.listed(project)]
+    for name in args.apps:
+        if name != serving.LAB:
+            project.app(name)
+    for name in names:
+        stopped = serving.stop(project, name)
+        err.print(f"{name}: {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, project: projects.Project) -> int:
+    if args.app != serving.LAB:
+        project.app(args.app)
+    path = project.logs_dir / f"{args.app}.log"
+    if not path.is_file():
+        raise WorkbenchError(f"no log for {args.app} yet (start it with `workbench up {args.app}`)")
+    with path.open(errors="replace") as handle:
+        for line in handle.readlines()[-args.lines :]:
+            out.print(line.rstrip("\n"), markup=False, highlight=False)
+        if args.follow:
+            try:
+                while True:
+                    line = handle.readline()
+                    if line:
+                        out.print(line.rstrip("\n"), markup=False, highlight=False)
+                    else:
+                        time.sleep(0.2)
+            except KeyboardInterrupt:
+                return 0
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace, project: projects.Project) -> int:
+    port = args.port or serving.pick_port(project.lab_port, "127.0.0.1")
+    token = serving.new_token()
+    argv, env = serving.lab_command(project, "127.0.0.1", port, token)
+    url = f"http://127.0.0.1:{port}/lab?token={token}"
+    line = tunnel.line(tunnel.default_destination(), [tunnel.Forward("lab", port, port)])
+    if args.detach:
+        if serving.running(project, serving.LAB):
+            raise WorkbenchError("JupyterLab is already running (`workbench down lab` first)")
+        serving.start(project, serving.LAB, serving.LAB, argv, env, "127.0.0.1", port, None)
+        serving.wait_healthy(project, serving.LAB, HEALTH_TIMEOUT)
+        token_file = project.services_dir / serving.LAB / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
+        err.print(f"[green]✓[/] JupyterLab at {url}")
+        _print_tunnel(project)
+        return 0
+    err.print(f"JupyterLab at {url}\n{line}")
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=project.root)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        return 0
+
+
+def _print_tunnel(project: projects.Project) -> None:
+    services = serving.listed(project)
+    if services:
+        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in services]
+        err.print("reach them from your laptop with:")
+        out.print(tunnel.line(tunnel.default_destination(), forwards), markup=False)
+
+
+def _ssh_options(args: argparse.Namespace) -> list[str]:
+    options = list(tunnel.SSH_KEEPALIVE)
+    if args.ssh_port:
+        options += ["-p", str(args.ssh_port)]
+    if args.identity:
+        options += ["-i", str(args.identity)]
+    for option in args.ssh_option:
+        options += ["-o", option]
+    return options
+
+
+def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> int:
+    if args.print_only:
+        if project is None:
+            raise WorkbenchError("--print runs on the server, inside the project")
+        services = serving.listed(project)
+        if not services:
+            raise WorkbenchError(
+                "nothing is running: start apps with `workbench up` (and `workbench lab --detach`)"
+            )
+        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in services]
+        out.print(
+            tunnel.line(args.destination or tunnel.default_destination(), forwards), markup=False
+        )
+        return 0
+    if not args.destination:
+        raise WorkbenchError("give USER@HOST (on the laptop), or --print (on the server)")
+    remote = (
+        f"{args.remote_project.rstrip('/')}/.venv/bin/workbench --project {args.remote_project}"
+        if args.remote_project
+        else "workbench"
+    )
+    options = _ssh_options(args)
+    services = tunnel.remote_services(args.destination, options, remote)
+    if not services:
+        raise WorkbenchError(f"nothing is running on {args.destination} (`workbench up` there)")
+    forwards = tunnel.local_forwards(services)
+    if args.json:
+        print_json([{"name": f.name, "local": f.local, "remote": f.remote} for f in forwards])
+        return 0
+    for f in forwards:
+        moved = f" (remote port {f.remote})" if f.local != f.remote else ""
+        out.print(f"{f.name}: http://127.0.0.1:{f.local}/{moved}", markup=False)
+    err.print("forwarding; Ctrl-C stops")
+    return tunnel.hold(
+        tunnel.command(args.destination, forwards, options), lambda message: err.print(message)
+    )
