@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _project(args: argparse.Namespace) -> projects.Project | None:
+    if args.handler is serve.cmd_tunnel and getattr(args, "destination", None):
+        return None  # on the laptop: --project names the folder on the server
     try:
         root = projects.find_root(args.project or Path.cwd())
     except WorkbenchError:

@@ -11,7 +11,8 @@ from rich.markup import escape
 
 __all__ = ["err", "escape", "out", "print_json", "progress", "warn", "error"]
 
-out = Console(highlight=False, soft_wrap=True)
+# Off a terminal rich assumes 80 columns and truncates table cells (ids, URLs): be wider.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

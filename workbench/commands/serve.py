@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -97,9 +98,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         help="print the ssh line for this server's services",
     )
     p.add_argument(
-        "--remote-project",
-        metavar="PATH",
-        help="the project's folder on the server (uses its .venv/bin/workbench)",
+        "--remote-workbench",
+        default=".venv/bin/workbench",
+        metavar="CMD",
+        help="the workbench command on the server, run in --project's folder "
+        "(default .venv/bin/workbench; plain `workbench` without --project)",
     )
     p.add_argument("-p", "--ssh-port", type=int, help="ssh port of the server")
     p.add_argument("-i", "--identity", type=Path, help="ssh private key")
@@ -328,11 +331,11 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> in
         return 0
     if not args.destination:
         raise WorkbenchError("give USER@HOST (on the laptop), or --print (on the server)")
-    remote = (
-        f"{args.remote_project.rstrip('/')}/.venv/bin/workbench --project {args.remote_project}"
-        if args.remote_project
-        else "workbench"
-    )
+    # On the laptop, --project names the project's folder on the server.
+    if args.project:
+        remote = f"cd {shlex.quote(str(args.project))} && {args.remote_workbench}"
+    else:
+        remote = "workbench"
     options = _ssh_options(args)
     services = tunnel.remote_services(args.destination, options, remote)
     if not services:
