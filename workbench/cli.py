@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _project(args: argparse.Namespace) -> projects.Project | None:
-    if args.handler is serve.cmd_tunnel and getattr(args, "destination", None):
+    if args.handler is serve.cmd_tunnel and args.destination and not args.print_only:
         return None  # on the laptop: --project names the folder on the server
     try:
         root = projects.find_root(args.project or Path.cwd())

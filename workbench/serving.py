@@ -54,7 +54,7 @@ class Service:
 
 def auth_from(value: str | None) -> str | None:
     """USER:PASS from --auth or WORKBENCH_AUTH, validated; None when neither is set."""
-    value = value or os.environ.get(AUTH_VARIABLE)
+    value = value or os.environ.get(AUTH_VARIABLE) or None  # an empty variable is unset
     if value is None:
         return None
     user, sep, password = value.partition(":")
