@@ -1,4 +1,5 @@
-# The entry points a newcomer uses. `make demo` builds every env and kernel;
+# The entry points a newcomer uses. `make demo` builds every env and kernel, trains the
+# demo model and builds the search index when they are missing;
 # `make test` installs what it needs, then runs the whole suite.
 PYTHON ?= python3
 VENV := .venv
@@ -17,6 +18,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(WB) env create --all
 	$(WB) env list
+	@test -d models/tiny-gpt || $(WB) run notebooks/train_tiny_gpt.ipynb --preset demo
+	@test -d models/pydoc-index || $(WB) run notebooks/semantic_search.ipynb
 
 test: $(STAMP)
 	$(PY) -m compileall -q workbench
@@ -27,6 +30,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/envs.py
+	$(PY) bench/notebooks.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workbench tests bench

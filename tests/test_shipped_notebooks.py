@@ -1,0 +1,24 @@
+"""The project's own notebooks, smoke-run in their real kernels as `workbench test` runs them,
+and the stored outputs of hello_env.ipynb checked with nbval."""
+
+import os
+import re
+
+import pytest
+
+from tests.conftest import REPO, workbench
+
+pytestmark = pytest.mark.slow
+
+
+def test_shipped_notebooks_pass_workbench_test_and_nbval(tmp_path) -> None:
+    os.environ["JUPYTER_PATH"] = str(REPO / ".workbench" / "jupyter")
+    built = workbench("env", "create", "--all", "--locked", cwd=REPO)
+    assert built.returncode == 0, built.stderr
+    junit = tmp_path / "notebooks.xml"
+    proc = workbench("test", "-n", "2", "--nbval", "--junit", str(junit), cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 passed, 0 failed" in proc.stderr
+    for name in ("train_tiny_gpt", "eval_generation", "semantic_search", "hello_env"):
+        assert re.search(rf"✓ notebooks/{name}\.ipynb", proc.stderr)
+    assert junit.read_text().count("<testcase") == 4
