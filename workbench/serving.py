@@ -74,6 +74,8 @@ def check_bind(host: str, auth: str | None) -> None:
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: a port whose last connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host if host != "localhost" else "127.0.0.1", port))
         except OSError:
@@ -273,19 +275,28 @@ def wait_healthy(project: Project, name: str, timeout: float) -> Service:
     )
 
 
-def log_tail(path: Path, lines: int = 4) -> str:
-    """The last lines a service printed, one line, JSON log lines reduced to their message."""
+def log_tail(path: Path, scan: int = 200) -> str:
+    """Why a service stopped, from its log: the last error-level JSON message or plain-text
+    line (runners and tracebacks print those), else the last message."""
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        lines = path.read_text(errors="replace").splitlines()[-scan:]
     except OSError:
         return "(no log)"
-    picked = []
-    for line in text[-lines:]:
+    last_message = "(empty log)"
+    for line in reversed(lines):
+        if not line.strip() or line.startswith((" ", "\t")):
+            continue
         try:
-            picked.append(str(json.loads(line).get("msg", line)))
-        except (ValueError, AttributeError):
-            picked.append(line.strip())
-    return " | ".join(p for p in picked if p) or "(empty log)"
+            entry = json.loads(line)
+        except ValueError:
+            return line.strip()
+        if not isinstance(entry, dict):
+            return line.strip()
+        if entry.get("level") in ("error", "critical"):
+            return str(entry.get("msg"))
+        if last_message == "(empty log)":
+            last_message = str(entry.get("msg", line))
+    return last_message
 
 
 def stop(project: Project, name: str, grace: float = 20.0) -> bool:
