@@ -150,3 +150,22 @@ def test_serve_in_the_foreground(app_project: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def test_public_bind_with_auth_requires_login(app_project: Path) -> None:
+    from gradio_client import Client
+
+    up = workbench("up", "echo", "--host", "0.0.0.0", "--auth", "ada:s3cret-pass", cwd=app_project)
+    try:
+        assert up.returncode == 0, up.stderr
+        service = ps(app_project)["echo"]
+        url = f"http://127.0.0.1:{service['port']}/"
+        with pytest.raises(Exception):  # noqa: B017 - gradio_client raises several types here
+            Client(url, verbose=False).predict("hi", api_name="/echo")
+        authed = Client(url, auth=("ada", "s3cret-pass"), verbose=False)
+        assert authed.predict("hi", api_name="/echo") == "HI"
+        shown = workbench("ps", "--json", cwd=app_project).stdout
+        log = (app_project / ".workbench/logs/echo.log").read_text()
+        assert "s3cret-pass" not in shown and "s3cret-pass" not in log
+    finally:
+        workbench("down", "echo", cwd=app_project)

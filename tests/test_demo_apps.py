@@ -1,0 +1,113 @@
+"""The project's own apps (gradio_apps/chat.py, search.py) served by `workbench up` from
+their envs, looked at by headless Chromium and called with gradio_client.
+
+Models come from the project's notebooks: when models/tiny-gpt or models/pydoc-index are
+missing (a fresh clone), their smoke presets write them there first.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, workbench
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+
+
+@pytest.fixture(scope="module")
+def apps_up() -> dict:
+    os.environ["JUPYTER_PATH"] = str(REPO / ".workbench" / "jupyter")
+    assert workbench("env", "create", "--all", "--locked", cwd=REPO).returncode == 0
+    makers = {
+        "models/tiny-gpt": ("notebooks/train_tiny_gpt.ipynb", "out_dir", "../models/tiny-gpt"),
+        "models/pydoc-index": (
+            "notebooks/semantic_search.ipynb",
+            "out_dir",
+            "../models/pydoc-index",
+        ),
+    }
+    for folder, (notebook, param, value) in makers.items():
+        if not (REPO / folder).is_dir():
+            made = workbench("run", notebook, "--preset", "smoke", "-p", param, value, cwd=REPO)
+            assert made.returncode == 0, made.stderr
+    up = workbench("up", cwd=REPO)
+    assert up.returncode == 0, up.stderr
+    services = {s["name"]: s for s in json.loads(workbench("ps", "--json", cwd=REPO).stdout)}
+    yield {"services": services, "up": up}
+    workbench("down", "chat", "search", cwd=REPO)
+
+
+def rendered_dom(url: str, tmp: Path) -> str:
+    """The page after Gradio's client-side rendering, as headless Chromium sees it."""
+    env = {
+        **os.environ,
+        "HOME": str(tmp),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+    }
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=15000",
+        "--window-size=1280,900",
+    ]
+    subprocess.run(
+        [*args, f"--screenshot={tmp / 'page.png'}", url],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    dom = subprocess.run(
+        [*args, "--dump-dom", url], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return dom.stdout
+
+
+def test_both_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
+    services = apps_up["services"]
+    assert {n: s["health"] for n, s in services.items() if n in ("chat", "search")} == {
+        "chat": "healthy",
+        "search": "healthy",
+    }
+    assert {services["chat"]["env"], services["search"]["env"]} == {"textgen", "embed"}
+    line = apps_up["up"].stdout.strip().splitlines()[-1]
+    for name in ("chat", "search"):
+        port = services[name]["port"]
+        assert f"-L {port}:127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize(
+    ("app", "title"), [("chat", "Tiny GPT chat"), ("search", "Pydoc semantic search")]
+)
+def test_chromium_renders_title_and_inputs(
+    apps_up: dict, app: str, title: str, tmp_path: Path
+) -> None:
+    dom = rendered_dom(apps_up["services"][app]["url"], tmp_path)
+    assert title in dom
+    assert "<textarea" in dom or "<input" in dom
+    from PIL import Image
+
+    image = Image.open(tmp_path / "page.png").convert("L")
+    low, high = image.getextrema()
+    assert image.size == (1280, 900) and high - low > 50  # not a blank page
+
+
+def test_chat_streams_and_search_answers(apps_up: dict) -> None:
+    from gradio_client import Client
+
+    chat = Client(apps_up["services"]["chat"]["url"], verbose=False)
+    job = chat.submit("The import statement", 40, 0.8, 40, api_name="/generate")
+    updates = [update for update in job]
+    assert len(updates) >= 1 and updates[-1].strip()
+    search = Client(apps_up["services"]["search"]["url"], verbose=False)
+    result = search.predict("how do I handle an exception with try", 5, api_name="/search")
+    assert "try" in json.dumps(result)
