@@ -7,7 +7,7 @@ WB := $(VENV)/bin/workbench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast system-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,20 @@ demo: $(STAMP)
 	$(WB) env list
 	@test -d models/tiny-gpt || $(WB) run notebooks/train_tiny_gpt.ipynb --preset demo
 	@test -d models/pydoc-index || $(WB) run notebooks/semantic_search.ipynb
+	$(WB) lab --detach
+	$(WB) up
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m compileall -q workbench
 	$(PY) -m pytest
+
+# sshd (tunnel tests) and headless Chromium (what a person sees), from Debian.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! test -x /usr/sbin/sshd; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server chromium; \
+	fi
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
@@ -37,4 +47,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check workbench tests bench
 
 clean:
+	-$(WB) down
 	rm -rf $(VENV) .workbench

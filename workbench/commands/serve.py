@@ -275,12 +275,17 @@ def cmd_lab(args: argparse.Namespace, project: projects.Project) -> int:
     argv, env = serving.lab_command(project, "127.0.0.1", port, token)
     url = f"http://127.0.0.1:{port}/lab?token={token}"
     line = tunnel.line(tunnel.default_destination(), [tunnel.Forward("lab", port, port)])
+    token_file = project.services_dir / serving.LAB / "token"
+    if args.detach and serving.running(project, serving.LAB) and token_file.is_file():
+        current = serving.running(project, serving.LAB)
+        err.print(
+            f"JupyterLab is already running at "
+            f"http://127.0.0.1:{current.port}/lab?token={token_file.read_text().strip()}"
+        )
+        return 0
     if args.detach:
-        if serving.running(project, serving.LAB):
-            raise WorkbenchError("JupyterLab is already running (`workbench down lab` first)")
         serving.start(project, serving.LAB, serving.LAB, argv, env, "127.0.0.1", port, None)
         serving.wait_healthy(project, serving.LAB, HEALTH_TIMEOUT)
-        token_file = project.services_dir / serving.LAB / "token"
         token_file.touch(mode=0o600)
         token_file.write_text(token)
         err.print(f"[green]✓[/] JupyterLab at {url}")
