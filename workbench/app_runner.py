@@ -42,6 +42,7 @@ import json
 import logging
 import logging.config
 import os
+import signal
 import socket
 import sys
 import threading
@@ -136,7 +137,9 @@ def _parse_auth(raw: str | None) -> tuple[str, str] | None:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP; without it every first SSE chunk waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host.strip("[]"), port))
     sock.listen(2048)
@@ -238,10 +241,9 @@ class Runner:
         self.server = None
         self.gradio_stack: contextlib.AsyncExitStack | None = None
         loopback = args.host in LOOPBACK_NAMES
-        extra = {h.strip().lower() for h in os.environ.get("WORKBENCH_ALLOWED_HOSTS", "").split(",")}
-        self.allowed_hosts = (
-            ({"127.0.0.1", "localhost", "[::1]"} | (extra - {""})) if loopback else None
-        )
+        extra = os.environ.get("WORKBENCH_ALLOWED_HOSTS", "").lower().split(",")
+        allowed = {"127.0.0.1", "localhost", "[::1]"} | {h.strip() for h in extra if h.strip()}
+        self.allowed_hosts = allowed if loopback else None
         self.port = args.port
 
     # -- ASGI app -------------------------------------------------------------------------
@@ -292,10 +294,8 @@ class Runner:
         per_id = getattr(queue, "event_queue_per_concurrency_id", None)
         if per_id is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # gradio internals moved: keep the last value
             self.stats.set_queue_depth(sum(len(q.queue) for q in list(per_id.values())))
-        except Exception:  # gradio internals moved: keep the last value
-            pass
 
     def _guard(self, app):
         """Host-header check (DNS rebinding), 503 while starting, and a JSON access log."""
@@ -334,9 +334,14 @@ class Runner:
                         return
                     return await send_plain(send, 400, b"Invalid host header")
             path = scope.get("path", "")
-            if scope["type"] == "http" and runner.status != "ok" and path not in (
-                "/healthz",
-                "/metrics",
+            if (
+                scope["type"] == "http"
+                and runner.status != "ok"
+                and path
+                not in (
+                    "/healthz",
+                    "/metrics",
+                )
             ):
                 body = json.dumps({"status": runner.status, "app": runner.name}).encode()
                 return await send_plain(send, 503, body, b"application/json")
@@ -358,7 +363,7 @@ class Runner:
                 if access.isEnabledFor(level):
                     access.log(
                         level,
-                        f'{scope["method"]} {path} {status[0]}',
+                        f"{scope['method']} {path} {status[0]}",
                         extra={
                             "fields": {
                                 "client": f"{client[0]}:{client[1]}",
@@ -528,8 +533,13 @@ def main(argv: list[str] | None = None) -> int:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
+            # uvicorn's own handler records the signal and re-raises it after shutdown (the
+            # process then dies of SIGTERM, status -15); a graceful stop exits 0 instead.
             runner.on_signal()
-            super().handle_exit(sig, frame)
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
 
     config = uvicorn.Config(
         runner.build_app(),

@@ -1,0 +1,345 @@
+"""Serving overhead of the chat app (gradio_apps/chat.py behind workbench/app_runner.py).
+
+Prints side by side, in one run (well under 3 minutes on 2 cores):
+  cold start: runner start -> port answers (503) -> /healthz 200       (goal <= 4 s)
+  tok/s: raw in-process `generate` vs streamed through the app with gradio_client,
+         end to end (submit -> last update) and decode only (first -> last token)
+                                                                        (goal ratio >= 0.9)
+  time to first token: raw vs streamed; the difference is the serving overhead
+                                                                        (goal <= 30 ms)
+  aggregate tok/s with 8 concurrent streaming clients / one client
+
+Raw and streamed trials alternate so that background load hits both alike. Token counts of
+streamed requests come from the app's /metrics (workbench_tokens_total), so they are exact.
+Uses models/tiny-gpt when present, else builds a tiny random GPT-2 in a temp dir.
+
+    .venv/bin/python bench/serving.py [--trials 8] [--tokens 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
+RUNNER = REPO / "workbench" / "app_runner.py"
+APP = REPO / "gradio_apps" / "chat.py"
+PROMPT = "The try statement"
+
+BUILD_TINY = r"""
+import sys, torch
+from pathlib import Path
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+import pydoc_data.topics as t
+text = [v for _, v in sorted(t.topics.items())][:40]
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+tok.decoder = decoders.ByteLevel()
+tok.train_from_iterator(text, trainers.BpeTrainer(
+    vocab_size=512, special_tokens=["<|endoftext|>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+fast.save_pretrained(out)
+torch.manual_seed(0)
+cfg = GPT2Config(vocab_size=fast.vocab_size, n_positions=1024, n_embd=64, n_layer=2,
+                 n_head=2, bos_token_id=0, eos_token_id=None, pad_token_id=0)
+model = GPT2LMHeadModel(cfg)
+model.generation_config.eos_token_id = None
+model.save_pretrained(out)
+"""
+
+RAW_WORKER = r"""
+import json, os, sys, time, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.generation.streamers import BaseStreamer
+torch.set_num_threads(int(os.environ.get("WORKBENCH_TORCH_THREADS", "1")))
+path = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path).eval()
+pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+class FirstToken(BaseStreamer):
+    def __init__(self): self.n = 0; self.first = None
+    def put(self, v):
+        self.n += 1
+        if self.n == 2: self.first = time.perf_counter()
+    def end(self): pass
+
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    ids = tok(req["prompt"], return_tensors="pt")["input_ids"]
+    s = FirstToken()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=req["tokens"], do_sample=True, temperature=0.8,
+                             top_k=50, pad_token_id=pad, streamer=s)
+    t1 = time.perf_counter()
+    n = out.shape[1] - ids.shape[1]
+    print(json.dumps({"tokens": n, "wall": t1 - t0, "ttft": s.first - t0,
+                      "decode": t1 - s.first}), flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def tokens_total(port: int) -> float:
+    _, text = http_get(f"http://127.0.0.1:{port}/metrics")
+    m = re.search(r"^workbench_tokens_total\{[^}]*\} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def stream_once(client, tokens: int) -> dict:
+    t0 = time.perf_counter()
+    job = client.submit(PROMPT, tokens, 0.8, 50, api_name="/generate")
+    first = last = None
+    for _ in job:
+        now = time.perf_counter()
+        first = first or now
+        last = now
+    job.result()
+    done = time.perf_counter()
+    return {"ttft": first - t0, "decode": last - first, "wall": done - t0}
+
+
+def sse_once(http, fn_index: int, tokens: int) -> dict:
+    """The same request over plain HTTP + SSE (no gradio_client): the server's own overhead."""
+    import uuid
+
+    session = uuid.uuid4().hex[:12]
+    body = {"data": [PROMPT, tokens, 0.8, 50], "fn_index": fn_index, "session_hash": session}
+    t0 = time.perf_counter()
+    http.post("/gradio_api/queue/join", json=body).raise_for_status()
+    first = None
+    with http.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as r:
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_generating" and first is None:
+                first = time.perf_counter()
+            if msg.get("msg") == "process_completed":
+                break
+    return {"ttft": first - t0, "wall": time.perf_counter() - t0}
+
+
+def med(xs) -> float:
+    return statistics.median(xs)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=120)
+    ap.add_argument("--clients", type=int, default=8)
+    args = ap.parse_args()
+    from gradio_client import Client
+
+    with tempfile.TemporaryDirectory(prefix="wb-bench-serving-") as tmp:
+        tmp = Path(tmp)
+        model = REPO / "models" / "tiny-gpt"
+        if not (model / "config.json").is_file():
+            model = tmp / "tiny-gpt"
+            subprocess.run([str(PYTHON), "-c", BUILD_TINY, str(model)], check=True)
+        cfg = json.loads((model / "config.json").read_text())
+        tokens = min(args.tokens, int(cfg.get("n_positions", 1024)) - 8)
+        print(
+            f"model: {model} ({cfg.get('n_layer')} layers, n_embd {cfg.get('n_embd')}); "
+            f"{tokens} new tokens per request; torch threads per generation: "
+            f"{os.environ.get('WORKBENCH_TORCH_THREADS', '1')}"
+        )
+
+        port = free_port()
+        env = {**os.environ, "WORKBENCH_MODEL": str(model), "WORKBENCH_PROJECT": str(REPO)}
+        env.pop("WORKBENCH_APP_AUTH", None)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                str(PYTHON),
+                str(RUNNER),
+                "--app",
+                str(APP),
+                "--name",
+                "chat",
+                "--port",
+                str(port),
+                "--root",
+                str(REPO),
+                "--state-dir",
+                str(tmp / "state"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        raw = subprocess.Popen(
+            [str(PYTHON), "-c", RAW_WORKER, str(model)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            port_s = healthy_s = None
+            while time.perf_counter() - t0 < 90:
+                if proc.poll() is not None:
+                    print(proc.stderr.read(), file=sys.stderr)
+                    return 1
+                try:
+                    code, body = http_get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                except OSError:
+                    code = None
+                if code and port_s is None:
+                    port_s = time.perf_counter() - t0
+                if code == 200:
+                    healthy_s = time.perf_counter() - t0
+                    ready = json.loads(body).get("ready_s")
+                    break
+                time.sleep(0.02)
+            assert healthy_s is not None, "app never became healthy"
+            assert raw.stdout.readline().strip() == "ready"
+
+            def raw_once() -> dict:
+                raw.stdin.write(json.dumps({"prompt": PROMPT, "tokens": tokens}) + "\n")
+                raw.stdin.flush()
+                return json.loads(raw.stdout.readline())
+
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            raw_once()
+            stream_once(client, tokens)  # warm both paths
+            import httpx
+
+            http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+            deps = http.get("/config").json()["dependencies"]
+            fn_index = next(d["id"] for d in deps if d.get("api_name") == "generate")
+            sse_once(http, fn_index, tokens)
+            raws, streams, sses = [], [], []
+            for _ in range(args.trials):
+                raws.append(raw_once())
+                before = tokens_total(port)
+                s = sse_once(http, fn_index, tokens)
+                s["tokens"] = tokens_total(port) - before
+                sses.append(s)
+                before = tokens_total(port)
+                s = stream_once(client, tokens)
+                s["tokens"] = tokens_total(port) - before
+                streams.append(s)
+            raw.stdin.close()
+            raw.wait(timeout=10)
+
+            # 8 concurrent clients, one request each, vs the single-client rate above
+            clients = [
+                Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(args.clients)
+            ]
+            before = tokens_total(port)
+            barrier = threading.Barrier(args.clients + 1)
+            errors: list[BaseException] = []
+
+            def one(c) -> None:
+                barrier.wait()
+                try:
+                    stream_once(c, tokens)
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(e)
+
+            threads = [threading.Thread(target=one, args=(c,)) for c in clients]
+            for t in threads:
+                t.start()
+            barrier.wait()
+            tc = time.perf_counter()
+            for t in threads:
+                t.join()
+            conc_wall = time.perf_counter() - tc
+            conc_tokens = tokens_total(port) - before
+        finally:
+            for p in (proc, raw):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in (proc, raw):
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    raw_e2e = med([r["tokens"] / r["wall"] for r in raws])
+    str_e2e = med([s["tokens"] / s["wall"] for s in streams])
+    raw_dec = med([(r["tokens"] - 1) / r["decode"] for r in raws])
+    str_dec = med([(s["tokens"] - 1) / s["decode"] for s in streams if s["decode"] > 0])
+    raw_ttft = med([r["ttft"] for r in raws]) * 1000
+    str_ttft = med([s["ttft"] for s in streams]) * 1000
+    sse_e2e = med([s["tokens"] / s["wall"] for s in sses])
+    sse_ttft = med([s["ttft"] for s in sses]) * 1000
+    single = str_e2e
+    aggregate = conc_tokens / conc_wall
+    print()
+    print(f"{'':38}{'raw':>10}{'streamed':>10}{'ratio':>8}   goal")
+    print(
+        f"{'tok/s end to end (median)':38}{raw_e2e:10.1f}{str_e2e:10.1f}"
+        f"{str_e2e / raw_e2e:8.2f}   >= 0.9"
+    )
+    print(
+        f"{'tok/s decode, first..last token':38}{raw_dec:10.1f}{str_dec:10.1f}"
+        f"{str_dec / raw_dec:8.2f}   >= 0.9"
+    )
+    print(
+        f"{'time to first token, ms (median)':38}{raw_ttft:10.1f}{str_ttft:10.1f}"
+        f"{'':8}   overhead {str_ttft - raw_ttft:.1f} ms (goal <= 30)"
+    )
+    print(
+        f"{'  same over plain HTTP+SSE (httpx)':38}{'':10}{sse_e2e:10.1f}"
+        f"{sse_e2e / raw_e2e:8.2f}   tok/s end to end"
+    )
+    print(
+        f"{'  same over plain HTTP+SSE (httpx)':38}{'':10}{sse_ttft:10.1f}"
+        f"{'':8}   TTFT overhead {sse_ttft - raw_ttft:.1f} ms (server side)"
+    )
+    print(
+        f"cold start: port answers {port_s:.2f} s, /healthz 200 after {healthy_s:.2f} s "
+        f"(runner says ready at {ready} s; goal <= 4 s)"
+    )
+    print(
+        f"{args.clients} concurrent clients: {conc_tokens:.0f} tokens in {conc_wall:.2f} s = "
+        f"{aggregate:.1f} tok/s aggregate vs {single:.1f} single -> "
+        f"{aggregate / single:.2f}x" + (f"; {len(errors)} client errors" if errors else "")
+    )
+    print(
+        f"trials: {args.trials} alternating raw/streamed; load average now "
+        f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
