@@ -11,7 +11,7 @@ Prints side by side, in one run (well under 3 minutes on 2 cores):
 
 Raw and streamed trials alternate so that background load hits both alike. Token counts of
 streamed requests come from the app's /metrics (workbench_tokens_total), so they are exact.
-Uses models/tiny-gpt when present, else builds a tiny random GPT-2 in a temp dir.
+Uses models/tiny-gpt when present, else trains one with the notebook's smoke preset.
 
     .venv/bin/python bench/serving.py [--trials 8] [--tokens 120]
 """
@@ -39,31 +39,6 @@ PYTHON = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 RUNNER = REPO / "workbench" / "app_runner.py"
 APP = REPO / "gradio_apps" / "chat.py"
 PROMPT = "The try statement"
-
-BUILD_TINY = r"""
-import sys, torch
-from pathlib import Path
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
-import pydoc_data.topics as t
-text = [v for _, v in sorted(t.topics.items())][:40]
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-tok.decoder = decoders.ByteLevel()
-tok.train_from_iterator(text, trainers.BpeTrainer(
-    vocab_size=512, special_tokens=["<|endoftext|>"],
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                               pad_token="<|endoftext|>")
-fast.save_pretrained(out)
-torch.manual_seed(0)
-cfg = GPT2Config(vocab_size=fast.vocab_size, n_positions=1024, n_embd=64, n_layer=2,
-                 n_head=2, bos_token_id=0, eos_token_id=None, pad_token_id=0)
-model = GPT2LMHeadModel(cfg)
-model.generation_config.eos_token_id = None
-model.save_pretrained(out)
-"""
 
 RAW_WORKER = r"""
 import json, os, sys, time, torch
@@ -169,8 +144,25 @@ def main() -> int:
         tmp = Path(tmp)
         model = REPO / "models" / "tiny-gpt"
         if not (model / "config.json").is_file():
+            # The project's own training notebook, fast: its smoke preset, written to tmp.
             model = tmp / "tiny-gpt"
-            subprocess.run([str(PYTHON), "-c", BUILD_TINY, str(model)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "workbench",
+                    "run",
+                    "notebooks/train_tiny_gpt.ipynb",
+                    "--preset",
+                    "smoke",
+                    "-p",
+                    "out_dir",
+                    str(model),
+                ],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
         cfg = json.loads((model / "config.json").read_text())
         tokens = min(args.tokens, int(cfg.get("n_positions", 1024)) - 8)
         print(
