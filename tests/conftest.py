@@ -30,6 +30,15 @@ def write_env(root: Path, name: str, body: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_envs() -> None:
+    """The project's own envs (textgen, embed), built from their locks into the repo's
+    gitignored .workbench/ (a no-op when they are current), with their kernels visible."""
+    os.environ["JUPYTER_PATH"] = str(REPO / ".workbench" / "jupyter")
+    proc = workbench("env", "create", "--all", "--locked", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty workbench project in a temp dir; user-wide Jupyter dirs point into it too."""

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import gradio_client
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,11 +29,7 @@ TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 EMBED = REPO / ".workbench" / "envs" / "embed" / "bin" / "python"
 START_TIMEOUT = 150
 
-pytestmark = pytest.mark.skipif(
-    not (TEXTGEN.exists() and EMBED.exists()),
-    reason="needs the textgen and embed envs (workbench env create textgen embed)",
-)
-gradio_client = pytest.importorskip("gradio_client")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("demo_envs")]
 
 BUILD_GPT = r"""
 import sys, torch

@@ -20,9 +20,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chro
 
 
 @pytest.fixture(scope="module")
-def apps_up() -> dict:
-    os.environ["JUPYTER_PATH"] = str(REPO / ".workbench" / "jupyter")
-    assert workbench("env", "create", "--all", "--locked", cwd=REPO).returncode == 0
+def apps_up(demo_envs: None) -> dict:
     makers = {
         "models/tiny-gpt": ("notebooks/train_tiny_gpt.ipynb", "out_dir", "../models/tiny-gpt"),
         "models/pydoc-index": (

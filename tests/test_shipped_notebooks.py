@@ -1,7 +1,6 @@
 """The project's own notebooks, smoke-run in their real kernels as `workbench test` runs them,
 and the stored outputs of hello_env.ipynb checked with nbval."""
 
-import os
 import re
 
 import pytest
@@ -11,10 +10,7 @@ from tests.conftest import REPO, workbench
 pytestmark = pytest.mark.slow
 
 
-def test_shipped_notebooks_pass_workbench_test_and_nbval(tmp_path) -> None:
-    os.environ["JUPYTER_PATH"] = str(REPO / ".workbench" / "jupyter")
-    built = workbench("env", "create", "--all", "--locked", cwd=REPO)
-    assert built.returncode == 0, built.stderr
+def test_shipped_notebooks_pass_workbench_test_and_nbval(demo_envs: None, tmp_path) -> None:
     junit = tmp_path / "notebooks.xml"
     proc = workbench("test", "-n", "2", "--nbval", "--junit", str(junit), cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
