@@ -59,6 +59,11 @@ def _interrupted(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # jsonschema (under nbformat and papermill) loads rfc3987_syntax whenever it is
+    # installed, as it is beside jupyterlab, and that module compiles a grammar for ~2.2 s
+    # on every start. It only checks IRI formats, which notebooks never use, and jsonschema
+    # treats it as optional: workbench runs without it.
+    sys.modules.setdefault("rfc3987_syntax", None)
     args = parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so a half-made build is removed on the way out.
     signal.signal(signal.SIGTERM, _interrupted)
