@@ -9,7 +9,6 @@ whatever happened: ok, failed, regressed, timeout or interrupted.
 import ast
 import json
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,8 +148,8 @@ class RunRequest:
     progress_bar: bool = False
 
 
-def prepare(project: Project, request: RunRequest) -> tuple[runs.RunRecord, dict]:
-    """Everything checked before a kernel starts; returns the new record and the notebook."""
+def prepare(project: Project, request: RunRequest) -> runs.RunRecord:
+    """Everything checked before a kernel starts; returns the new run's record."""
     path = request.notebook
     nb = read(path)
     env, kernel = resolve_env(project, path, nb, request.env)
@@ -164,25 +163,7 @@ def prepare(project: Project, request: RunRequest) -> tuple[runs.RunRecord, dict
         raw.update(available[request.preset])
     raw.update(request.parameters)
     values = coerce(path, declared, raw)
-    prefix = envs.require_built(project, env)
-    built = envs.EnvRecord.read(prefix)
-    commit, dirty = runs.git_state(project.root)
-    run_id = runs.new_id(path)
-    record = runs.RunRecord(
-        id=run_id,
-        notebook=_rel(project, path),
-        output=f"runs/{run_id}/{path.name}",
-        parameters=values,
-        preset=request.preset,
-        env=env,
-        kernel=kernel,
-        spec_hash=built.spec_hash if built else None,
-        lock_hash=built.lock_hash if built else None,
-        git_commit=commit,
-        git_dirty=dirty,
-        started=time.time(),
-    )
-    return record, nb
+    return runs.start(project, path, env, kernel, values, preset=request.preset)
 
 
 def execute(project: Project, request: RunRequest) -> tuple[runs.RunRecord, int]:
@@ -190,7 +171,7 @@ def execute(project: Project, request: RunRequest) -> tuple[runs.RunRecord, int]
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    record, _ = prepare(project, request)
+    record = prepare(project, request)
     record.save(project)
     output = project.root / record.output
     code = 0
@@ -242,15 +223,10 @@ def execute(project: Project, request: RunRequest) -> tuple[runs.RunRecord, int]
 
 
 def _finish(project: Project, record: runs.RunRecord, output: Path) -> None:
-    """Fill the record from the (possibly partial) output notebook and save both."""
-    record.ended = time.time()
-    record.seconds = round(record.ended - record.started, 3)
-    if output.is_file():
-        nb = json.loads(output.read_text())
-        record.metrics = runs.metrics_of(nb)
-        cell_error = runs.error_of(nb)
-        if cell_error and record.status != "ok":
-            record.error = {**cell_error, **(record.error or {})}
+    """Complete the record from the (possibly partial) output notebook and save both."""
+    nb = json.loads(output.read_text()) if output.is_file() else {}
+    runs.finish(record, nb)
+    if nb:
         _fix_kernelspec(nb, record)
         output.write_text(json.dumps(nb, indent=1) + "\n")
     record.save(project)
@@ -270,13 +246,6 @@ def _fix_kernelspec(nb: dict, record: runs.RunRecord) -> None:
     display = f"Python {minor} ({record.env})" if minor else record.kernel
     meta["kernelspec"] = {"name": record.kernel, "display_name": display, "language": "python"}
     meta["workbench_run"] = {"id": record.id, "env": record.env}
-
-
-def _rel(project: Project, path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(project.root))
-    except ValueError:
-        return str(path.resolve())
 
 
 @contextmanager

@@ -4,13 +4,12 @@ The record (runs/<id>/record.json of the project around the current directory) n
 the output notebook papermill wrote, and is written whether the run succeeds or not.
 """
 
-import time
 from pathlib import Path
 
 from papermill.engines import NBClientEngine
 
-from workbench import envs, runs
 from workbench import project as projects
+from workbench import runs
 from workbench.errors import WorkbenchError
 from workbench.kernels import PREFIX
 
@@ -42,33 +41,18 @@ class WorkbenchEngine(NBClientEngine):
             }
             raise
         finally:
-            record.ended = time.time()
-            record.seconds = round(record.ended - record.started, 3)
-            record.metrics = runs.metrics_of(nb)
-            cell_error = runs.error_of(nb)
-            if cell_error and record.status != "ok":
-                record.error = {**cell_error, **(record.error or {})}
+            runs.finish(record, nb)
             record.save(project)
 
 
 def _start(project: projects.Project, nb, kernel: str, output_path) -> runs.RunRecord:
     meta = nb.metadata.get("papermill", {})
-    source = Path(meta.get("input_path") or "notebook.ipynb")
     env = kernel[len(PREFIX) :] if kernel.startswith(PREFIX) else kernel
-    prefix = envs.active_prefix(project, env) if env in project.envs else None
-    built = envs.EnvRecord.read(prefix) if prefix else None
-    commit, dirty = runs.git_state(project.root)
-    return runs.RunRecord(
-        id=runs.new_id(source),
-        notebook=str(source),
+    return runs.start(
+        project,
+        Path(meta.get("input_path") or "notebook.ipynb"),
+        env,
+        kernel,
+        dict(meta.get("parameters") or {}),
         output=str(output_path),
-        parameters=dict(meta.get("parameters") or {}),
-        preset=None,
-        env=env,
-        kernel=kernel,
-        spec_hash=built.spec_hash if built else None,
-        lock_hash=built.lock_hash if built else None,
-        git_commit=commit,
-        git_dirty=dirty,
-        started=time.time(),
     )

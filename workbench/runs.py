@@ -54,6 +54,58 @@ class RunRecord:
         return asdict(self)
 
 
+def start(
+    project: Project,
+    source: Path,
+    env: str,
+    kernel: str,
+    parameters: dict,
+    preset: str | None = None,
+    output: str | None = None,
+) -> RunRecord:
+    """A record for a run about to start, with the env's hashes and the git state.
+
+    output defaults to runs/<id>/<notebook name>.
+    """
+    from workbench import envs
+
+    prefix = envs.active_prefix(project, env) if env in project.envs else None
+    built = envs.EnvRecord.read(prefix) if prefix else None
+    commit, dirty = git_state(project.root)
+    run_id = new_id(source)
+    return RunRecord(
+        id=run_id,
+        notebook=_relative(project, source),
+        output=output or f"runs/{run_id}/{source.name}",
+        parameters=parameters,
+        preset=preset,
+        env=env,
+        kernel=kernel,
+        spec_hash=built.spec_hash if built else None,
+        lock_hash=built.lock_hash if built else None,
+        git_commit=commit,
+        git_dirty=dirty,
+        started=time.time(),
+    )
+
+
+def finish(record: RunRecord, nb: dict) -> None:
+    """End time, metrics and the failing cell, from the (possibly partial) output notebook."""
+    record.ended = time.time()
+    record.seconds = round(record.ended - record.started, 3)
+    record.metrics = metrics_of(nb)
+    cell_error = error_of(nb)
+    if cell_error and record.status != "ok":
+        record.error = {**cell_error, **(record.error or {})}
+
+
+def _relative(project: Project, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(project.root))
+    except ValueError:
+        return str(path.resolve())
+
+
 def runs_dir(project: Project) -> Path:
     return project.root / "runs"
 
