@@ -298,6 +298,22 @@ def test_foreign_host_header_is_rejected(apps):
     assert get(port, "/healthz", host="localhost:1")[0] == 400
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/gradio_api/file=/etc/passwd",
+        "/gradio_api/file=../../../../etc/passwd",
+        "/gradio_api/file=%2Fetc%2Fpasswd",
+        "/gradio_api/file=~/.ssh/id_rsa",
+        f"/gradio_api/file={REPO / 'workbench.toml'}",
+        "/gradio_api/file=gradio_apps/chat.py",
+    ],
+)
+def test_file_routes_refuse_files_outside_the_app(apps, path):
+    status, body = get(apps["chat"].port, path)
+    assert status in (403, 404) and "root:" not in body and "[project]" not in body
+
+
 def test_gradio_temp_dir_is_private(apps):
     tmp = apps["chat"].state / "tmp"
     assert tmp.is_dir()
