@@ -18,6 +18,7 @@ class KernelSpec:
     env: str
     python: str
     scope: str  # "project" or "user"
+    project_root: str | None = None  # the project that registered it
 
     @property
     def env_exists(self) -> bool:
@@ -91,7 +92,8 @@ def register(
     tmp = folder / "kernel.json.tmp"
     tmp.write_text(json.dumps(spec, indent=1) + "\n")
     tmp.replace(folder / "kernel.json")
-    return KernelSpec(name, folder, display, env, str(python), "user" if user else "project")
+    scope = "user" if user else "project"
+    return KernelSpec(name, folder, display, env, str(python), scope, str(project.root))
 
 
 def _read(folder: Path, scope: str) -> KernelSpec | None:
@@ -99,7 +101,13 @@ def _read(folder: Path, scope: str) -> KernelSpec | None:
         spec = json.loads((folder / "kernel.json").read_text())
         meta = spec["metadata"]["workbench"]
         return KernelSpec(
-            folder.name, folder, spec["display_name"], meta["env"], spec["argv"][0], scope
+            folder.name,
+            folder,
+            spec["display_name"],
+            meta["env"],
+            spec["argv"][0],
+            scope,
+            meta.get("project_root"),
         )
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
@@ -113,14 +121,9 @@ def listed(project: Project) -> list[KernelSpec]:
             continue
         for folder in sorted(base.iterdir()):
             spec = _read(folder, scope) if folder.name.startswith(PREFIX) else None
-            if spec and (scope == "project" or _belongs(folder, project)):
+            if spec and (scope == "project" or spec.project_root == str(project.root)):
                 found.append(spec)
     return found
-
-
-def _belongs(folder: Path, project: Project) -> bool:
-    spec = json.loads((folder / "kernel.json").read_text())
-    return spec["metadata"]["workbench"].get("project_root") == str(project.root)
 
 
 def remove(spec: KernelSpec) -> None:
