@@ -7,7 +7,7 @@ WB := $(VENV)/bin/workbench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast system-deps bench lint clean
+.PHONY: demo test test-reliability test-fast system-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ system-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server chromium; \
 	fi
+
+# Soak, faults and fuzzing (tests/reliability/): a few minutes, loopback only, bounded.
+test-reliability: $(STAMP) system-deps
+	$(PY) -m pytest -o addopts= tests/reliability
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

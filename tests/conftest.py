@@ -7,8 +7,20 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# Fuzz tests (tests/reliability/) keep no example database (nothing written into the
+# checkout) and no per-example deadline (a real CLI call takes tens of milliseconds).
+settings.register_profile(
+    "workbench",
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("workbench")
 
 
 def workbench(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
