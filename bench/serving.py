@@ -1,13 +1,14 @@
 """Serving overhead of the chat app (gradio_apps/chat.py behind workbench/app_runner.py).
 
-Prints side by side, in one run (well under 3 minutes on 2 cores):
+Prints side by side, in one run (about 3 minutes on 2 cores):
   cold start: runner start -> port answers (503) -> /healthz 200       (goal <= 4 s)
   tok/s: raw in-process `generate` vs streamed through the app with gradio_client,
          end to end (submit -> last update) and decode only (first -> last token)
                                                                         (goal ratio >= 0.9)
   time to first token: raw vs streamed; the difference is the serving overhead
                                                                         (goal <= 30 ms)
-  aggregate tok/s with 8 concurrent streaming clients / one client
+  batching: aggregate tok/s with 8 concurrent streaming clients / one client  (goal >= 3x)
+            and p50/p99 time to first token at 1, 8 and 32 concurrent clients
 
 Raw and streamed trials alternate so that background load hits both alike. Token counts of
 streamed requests come from the app's /metrics (workbench_tokens_total), so they are exact.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -128,6 +130,45 @@ def sse_once(http, fn_index: int, tokens: int) -> dict:
     return {"ttft": first - t0, "wall": time.perf_counter() - t0}
 
 
+CLIENT_TIERS = ((1, 6), (8, 3), (32, 2))  # (concurrent clients, rounds)
+
+
+def concurrent(port: int, n: int, tokens: int, rounds: int) -> dict:
+    """n gradio_client clients start together each round; tokens counted by the app."""
+    from gradio_client import Client
+
+    clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(n)]
+    ttfts: list[float] = []
+    errors: list[str] = []
+    wall = total = 0.0
+    for _ in range(rounds):
+        before = tokens_total(port)
+        barrier = threading.Barrier(n + 1)
+
+        def one(c, barrier=barrier) -> None:
+            barrier.wait()
+            try:
+                ttfts.append(stream_once(c, tokens)["ttft"])
+            except Exception as e:  # noqa: BLE001 - counted and shown
+                errors.append(f"{type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        wall += time.perf_counter() - t0
+        total += tokens_total(port) - before
+    return {"rate": total / wall, "ttfts": ttfts, "errors": errors}
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q / 100 * len(xs)) - 1))]
+
+
 def med(xs) -> float:
     return statistics.median(xs)
 
@@ -136,7 +177,6 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=120)
-    ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
     from gradio_client import Client
 
@@ -251,30 +291,8 @@ def main() -> int:
             raw.stdin.close()
             raw.wait(timeout=10)
 
-            # 8 concurrent clients, one request each, vs the single-client rate above
-            clients = [
-                Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(args.clients)
-            ]
-            before = tokens_total(port)
-            barrier = threading.Barrier(args.clients + 1)
-            errors: list[BaseException] = []
-
-            def one(c) -> None:
-                barrier.wait()
-                try:
-                    stream_once(c, tokens)
-                except BaseException as e:  # noqa: BLE001
-                    errors.append(e)
-
-            threads = [threading.Thread(target=one, args=(c,)) for c in clients]
-            for t in threads:
-                t.start()
-            barrier.wait()
-            tc = time.perf_counter()
-            for t in threads:
-                t.join()
-            conc_wall = time.perf_counter() - tc
-            conc_tokens = tokens_total(port) - before
+            # Batching: N concurrent clients, each streaming one request per round.
+            tiers = {n: concurrent(port, n, tokens, rounds) for n, rounds in CLIENT_TIERS}
         finally:
             for p in (proc, raw):
                 if p.poll() is None:
@@ -293,8 +311,6 @@ def main() -> int:
     str_ttft = med([s["ttft"] for s in streams]) * 1000
     sse_e2e = med([s["tokens"] / s["wall"] for s in sses])
     sse_ttft = med([s["ttft"] for s in sses]) * 1000
-    single = str_e2e
-    aggregate = conc_tokens / conc_wall
     print()
     print(f"{'':38}{'raw':>10}{'streamed':>10}{'ratio':>8}   goal")
     print(
@@ -321,11 +337,17 @@ def main() -> int:
         f"cold start: port answers {port_s:.2f} s, /healthz 200 after {healthy_s:.2f} s "
         f"(runner says ready at {ready} s; goal <= 4 s)"
     )
-    print(
-        f"{args.clients} concurrent clients: {conc_tokens:.0f} tokens in {conc_wall:.2f} s = "
-        f"{aggregate:.1f} tok/s aggregate vs {single:.1f} single -> "
-        f"{aggregate / single:.2f}x" + (f"; {len(errors)} client errors" if errors else "")
-    )
+    single = tiers[1]["rate"]
+    print()
+    print(f"{'concurrent streaming clients':30}{'tok/s':>9}{'vs 1':>7}{'TTFT p50':>10}{'p99':>8}")
+    for n, tier in tiers.items():
+        errs = f"   {len(tier['errors'])} errors: {tier['errors'][0]}" if tier["errors"] else ""
+        p50, p99 = (percentile(tier["ttfts"], q) * 1000 for q in (50, 99))
+        print(
+            f"{n:>28}  {tier['rate']:9.1f}{tier['rate'] / single:6.2f}x{p50:8.0f}ms{p99:6.0f}ms"
+            + errs
+        )
+    print(f"batching: 8 clients / 1 client = {tiers[8]['rate'] / single:.2f}x (goal >= 3x)")
     print(
         f"trials: {args.trials} alternating raw/streamed; load average now "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"

@@ -20,9 +20,16 @@ Startup order (the port answers within a fraction of a second, long before the m
      mount_gradio_app installs never fires): queue workers, limiter, cache cleanup;
   5. /healthz turns 200 {"status": "ok", ...}.
 If the import fails the runner prints one line naming the error (plus the traceback's last
-lines) on stderr and exits with status 2. SIGTERM/SIGINT call the app's optional
-`shutdown()` (the chat app stops its generations), then uvicorn shuts down with
-timeout_graceful_shutdown=3, so the process is gone within ~3 s even mid-stream.
+lines) on stderr and exits with status 2.
+
+Standby (`--standby`, used by the supervisor for a warm spare): after step 1 the runner
+imports what the app file imports at top level (gradio, torch, transformers...: seconds of
+work, without running the app), then waits for one line on stdin before it binds the port.
+A restart after a crash then costs the model load, not the import floor.
+
+SIGTERM/SIGINT call the app's optional `shutdown()` (the chat app stops its generations),
+then uvicorn shuts down with timeout_graceful_shutdown=3, so the process is gone within
+~3 s even mid-stream.
 
 Apps read the shared statistics registry (workbench/appstats.py, loaded by path) as
 `from workbench_appstats import stats`; the runner counts requests, errors and queue depth
@@ -32,10 +39,12 @@ itself, apps add time to first token and tokens.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
 import datetime as _dt
 import functools
+import importlib
 import importlib.util
 import inspect
 import json
@@ -145,6 +154,34 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _preimport(app_file: Path) -> list[str]:
+    """Import the modules the app file imports at top level (not the app's own modules).
+
+    Failures are ignored here: the real import of the app reports them.
+    """
+    local = {p.stem for p in app_file.parent.iterdir()}
+    wanted: list[tuple[str, list[str]]] = [("uvicorn", []), ("gradio", [])]
+    for node in ast.parse(app_file.read_bytes()).body:
+        # `try: import x / except ImportError` blocks count too
+        for n in node.body if isinstance(node, ast.Try) else [node]:
+            if isinstance(n, ast.Import):
+                wanted += [(alias.name, []) for alias in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+                wanted.append((n.module, [alias.name for alias in n.names]))
+    done = []
+    for module_name, names in wanted:
+        if module_name.split(".")[0] in local:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+            for name in names:  # lazy packages (transformers) load submodules on access
+                getattr(module, name, None)
+        except Exception:  # noqa: BLE001, S112 - reported by the app's own import
+            continue
+        done.append(module_name)
+    return done
 
 
 def _split_host(value: str) -> tuple[str, str | None]:
@@ -480,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="project root (default: cwd)")
     parser.add_argument("--state-dir", default=None, help="default ROOT/.workbench/apps/NAME")
     parser.add_argument("--log-level", default=os.environ.get("WORKBENCH_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="preload the app's imports, then wait for a line on stdin before serving",
+    )
     args = parser.parse_args(argv)
 
     JsonFormatter.app = args.name
@@ -516,6 +558,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(app_file.parent))
 
     logging.config.dictConfig(log_config(args.log_level.upper()))
+    if args.standby:
+        t0 = time.monotonic()
+        modules = _preimport(app_file)
+        log.info(
+            "standby",
+            extra={"fields": {"preloaded": modules, "s": round(time.monotonic() - t0, 3)}},
+        )
+        if not sys.stdin.readline():  # EOF: the supervisor stopped without needing us
+            return 0
+        global T_START
+        T_START = time.monotonic()
     appstats = _load_appstats()
 
     try:

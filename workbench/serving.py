@@ -237,6 +237,7 @@ def start(
         "port": port,
         "url": f"http://{shown_host}:{port}/",
         "log": str(project.logs_dir / f"{name}.log"),
+        "standby": kind != LAB,  # apps get a warm spare for fast restarts (workbench/supervisor.py)
     }
     path = folder / "service.json"
     path.touch(mode=0o600)

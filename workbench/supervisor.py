@@ -6,6 +6,11 @@ then with growing backoff if it keeps failing quickly; exit code 2 (bad app, mis
 model) or five quick failures in a row stop the restarts and leave status "failed".
 SIGTERM stops the child (SIGTERM, then SIGKILL after a grace period) and removes
 state.json. The child gets SIGTERM if the supervisor itself dies.
+
+Apps get a warm spare (service.json "standby": true): once the child is healthy, a second
+runner starts with --standby, imports what the app imports and waits. When the child
+crashes, the spare is told to go and binds the same port: back in about a second instead of
+the whole import floor; a new spare starts once that one is healthy.
 """
 
 import contextlib
@@ -16,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 QUICK_FAILURE_S = 10.0  # a child that exits sooner than this failed to start
@@ -23,6 +29,7 @@ MAX_QUICK_FAILURES = 5
 MAX_BACKOFF_S = 10.0
 STOP_GRACE_S = 10.0
 USAGE_EXIT = 2
+SPARE_AFTER_S = 120.0  # start the spare after this long even if the child never got healthy
 
 
 def _die_with_parent() -> None:
@@ -43,8 +50,11 @@ class Supervisor:
             "started": time.time(),
             "last_start": None,
             "last_exit": None,
+            "standby_pid": None,
         }
         self.child: subprocess.Popen | None = None
+        self.spare: subprocess.Popen | None = None
+        self.standby = bool(self.service.get("standby"))
         self.stopping = False
 
     def save(self) -> None:
@@ -57,20 +67,61 @@ class Supervisor:
         if self.child and self.child.poll() is None:
             self.child.terminate()
 
-    def start_child(self) -> None:
+    def spawn(self, standby: bool) -> subprocess.Popen:
         log = open(self.service["log"], "ab", buffering=0)  # noqa: SIM115 - owned by the child
-        self.child = subprocess.Popen(
-            self.service["argv"],
+        proc = subprocess.Popen(
+            self.service["argv"] + (["--standby"] if standby else []),
             cwd=self.service.get("cwd"),
             env={**os.environ, **self.service.get("env", {})},
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
         log.close()
-        self.state.update(pid=self.child.pid, last_start=time.time(), status="running")
+        return proc
+
+    def start_child(self) -> None:
+        """Promote the spare if one is waiting, else start a fresh child."""
+        spare, self.spare = self.spare, None
+        self.child = self._promote(spare) or self.spawn(standby=False)
+        self.state.update(
+            pid=self.child.pid, last_start=time.time(), status="running", standby_pid=None
+        )
         self.save()
+
+    def _promote(self, spare: subprocess.Popen | None) -> subprocess.Popen | None:
+        if spare is None or spare.poll() is not None:
+            return None
+        try:
+            spare.stdin.write(b"go\n")
+            spare.stdin.close()
+        except OSError:  # it died just now
+            self._kill(spare)
+            return None
+        return spare
+
+    def wait_child(self) -> int:
+        """Wait for the child to exit; meanwhile start the spare once the child is healthy."""
+        while True:
+            try:
+                return self.child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.standby and self.spare is None and not self.stopping and self._healthy():
+                self.spare = self.spawn(standby=True)
+                self.state["standby_pid"] = self.spare.pid
+                self.save()
+
+    def _healthy(self) -> bool:
+        if time.time() - self.state["last_start"] > SPARE_AFTER_S:
+            return True
+        url = self.service["url"] + "healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
@@ -78,7 +129,7 @@ class Supervisor:
         quick_failures = 0
         while not self.stopping:
             self.start_child()
-            code = self.child.wait()
+            code = self.wait_child()
             if self.stopping:
                 break
             lived = time.time() - self.state["last_start"]
@@ -87,6 +138,7 @@ class Supervisor:
             if code == USAGE_EXIT or quick_failures >= MAX_QUICK_FAILURES:
                 self.state["status"] = "failed"
                 self.save()
+                self._kill(self.spare)
                 return 1
             self.state["restarts"] += 1
             self.state["status"] = "restarting"
@@ -95,9 +147,17 @@ class Supervisor:
             deadline = time.time() + delay
             while time.time() < deadline and not self.stopping:
                 time.sleep(0.1)
+        self._kill(self.spare)
         self._terminate()
         (self.folder / "state.json").unlink(missing_ok=True)
         return 0
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen | None) -> None:
+        """A spare has served nobody: stop it at once."""
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def _terminate(self) -> None:
         if self.child is None or self.child.poll() is not None:
