@@ -61,6 +61,9 @@ from pathlib import Path
 
 T_START = time.monotonic()
 HERE = Path(__file__).resolve().parent
+# Run as a script, this folder would be sys.path[0]: its modules (kernels.py, spec.py...)
+# would shadow packages of the same name for the app (transformers probes `kernels`).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 EXIT_APP_FAILED = 2
 
@@ -563,7 +566,13 @@ def main(argv: list[str] | None = None) -> int:
         modules = _preimport(app_file)
         log.info(
             "standby",
-            extra={"fields": {"preloaded": modules, "s": round(time.monotonic() - t0, 3)}},
+            extra={
+                "fields": {
+                    "preloaded": modules,
+                    "s": round(time.monotonic() - t0, 3),
+                    "pid": os.getpid(),
+                }
+            },
         )
         if not sys.stdin.readline():  # EOF: the supervisor stopped without needing us
             return 0
