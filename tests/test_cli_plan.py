@@ -65,7 +65,7 @@ def test_no_matching_interpreter_is_one_line_exit_2(project: Path) -> None:
     write_env(project, "old", "dependencies: [python=3.8.5]\n")
     proc = workbench("env", "plan", "old", cwd=project)
     assert proc.returncode == 2
-    assert "python=3.8.5: no local interpreter matches; found " in proc.stderr
+    assert "old.yml:1: python=3.8.5: no local interpreter matches; found " in proc.stderr
     assert "3.11" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -104,3 +104,12 @@ def test_manifest_error_keeps_brackets(project: Path) -> None:
     proc = workbench("env", "list", cwd=project)
     assert proc.returncode == 2
     assert "workbench.toml: [envs.ghost]: spec file" in proc.stderr
+
+
+def test_control_characters_in_a_spec_stay_on_one_line(project: Path) -> None:
+    """A newline or terminal escape from the spec is shown escaped, never acted on."""
+    write_env(project, "a", 'dependencies: [python=3.11]\n"x\\ny\\e[2J": 1\n')
+    proc = workbench("env", "plan", "a", cwd=project)
+    assert proc.returncode == 0
+    assert "warning: " in proc.stderr and "unknown key 'x\\ny\\x1b[2J' ignored" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "\x1b" not in proc.stderr

@@ -50,5 +50,5 @@ def test_build_string_ignored_with_warning() -> None:
 
 
 def test_or_versions_refused() -> None:
-    with pytest.raises(WorkbenchError, match=r"'\|' \(or\)"):
-        to_pypi(dep("numpy >=1.0|<0.5"), "x")
+    with pytest.raises(WorkbenchError, match=r"x.yml:1: 'numpy >=1.0\|<0.5': .*'\|' \(or\)"):
+        to_pypi(dep("numpy >=1.0|<0.5"), "x.yml:1")

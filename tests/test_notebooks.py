@@ -13,6 +13,8 @@ import nbformat
 import pytest
 
 from tests.conftest import workbench, write_env
+from workbench import notebooks
+from workbench.errors import WorkbenchError
 
 TINY = "dependencies:\n  - python=3.11\n  - six==1.16.0\n"
 
@@ -130,6 +132,41 @@ def test_bad_parameters_refused_before_any_kernel(
     assert time.monotonic() - started < 5
     after = set((proj / "runs").glob("*")) if (proj / "runs").exists() else set()
     assert after == before  # nothing started, nothing recorded
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("list", "[!!binary eCJdOyBvcGVuKCJQV05FRCIsICJ3IikgIw==]"),  # bytes: pasted unescaped
+        ("list", "[!!set {a: null}]"),
+        ("list", "[2020-01-01]"),
+        ("list", '["\\ud800"]'),  # a lone surrogate: no notebook can hold it
+        ("list", "&a [*a]"),
+        ("list", "[" * 5000),
+        ("dict", "{1: a}"),
+        ("NoneType", "0x" + "f" * 5000),  # more digits than str() writes
+        ("NoneType", "x" * 200_000),
+        ("int", "\udcff"),  # undecodable bytes on the command line
+    ],
+)
+def test_values_papermill_cannot_write_as_literals_are_refused(kind: str, value: str) -> None:
+    """Found by fuzzing: `-p items '[!!binary …]'` ran code in the kernel (papermill pastes
+    str() of bytes and sets between quotes, unescaped); dates and sets failed as "kernel
+    could not start", deep nesting raised RecursionError. Each is now one line, exit 2."""
+    declared = {"p": notebooks.Parameter("p", kind, "None", "")}
+    with pytest.raises(WorkbenchError) as err:
+        notebooks.coerce(Path("nb.ipynb"), declared, {"p": value})
+    assert err.value.message.startswith("nb.ipynb: parameter p=")
+    assert f"expected {kind}" in err.value.message and len(err.value.message) < 500
+
+
+def test_plain_values_keep_their_types() -> None:
+    declared = {
+        n: notebooks.Parameter(n, t, "None", "") for n, t in [("a", "list"), ("b", "NoneType")]
+    }
+    raw = {"a": '[1, "x", {"k": [null, 1.5, .nan]}]', "b": "{a: [1, 2]}"}
+    values = notebooks.coerce(Path("nb.ipynb"), declared, raw)
+    assert values["a"][:2] == [1, "x"] and values["b"] == {"a": [1, 2]}
 
 
 def test_missing_notebook_missing_kernel_and_unbuilt_env(proj: Path) -> None:

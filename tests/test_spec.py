@@ -1,5 +1,9 @@
 """Parsing conda environment.yml files: the full syntax is accepted, bad input named precisely."""
 
+import hashlib
+import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +119,106 @@ def test_bad_specs_give_one_line_naming_file_and_line(
 def test_missing_spec_file(tmp_path: Path) -> None:
     with pytest.raises(WorkbenchError, match="no such spec file"):
         specs.load(tmp_path / "nope.yml")
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("-r ../../outside.txt", "outside.txt is outside the project"),
+        ("-r /etc/passwd", "/etc/passwd is outside the project"),
+        ("-c /etc/passwd", "/etc/passwd is outside the project"),
+        ("-e ../..", "is outside the project"),
+        ("-e ~/.ssh", "'~' is not expanded"),
+        ("--find-links /opt/wheels", "/opt/wheels is outside the project"),
+        ("-i ../../simple", "simple is outside the project"),
+        ("-f file:///etc/shadow", "/etc/shadow is outside the project"),
+        ("--index-url file:///%2e%2e/etc", "/etc is outside the project"),
+        ("-e git+file:///srv/repo#egg=x", "/srv/repo is outside the project"),
+        ("pkg @ file:///etc/passwd", "/etc/passwd is outside the project"),
+        ("./../../..", "is outside the project"),
+        ("~/pkg", "'~' is not expanded"),
+    ],
+)
+def test_local_paths_outside_the_project_are_refused(tmp_path: Path, line: str, shown: str) -> None:
+    """A committed spec may not pull files from elsewhere on the machine (found by fuzzing:
+    `-r /etc/passwd` was read and hashed, `-f file:///…` passed to uv)."""
+    (tmp_path / "outside.txt").write_text("six\n")
+    project = tmp_path / "proj"
+    path = write_env(project, "a", f"dependencies:\n  - pip:\n    - {line!r}\n")
+    with pytest.raises(WorkbenchError) as err:
+        specs.load(path)
+    assert err.value.message.startswith(f"{path}:3: '{line}': ")
+    assert shown in err.value.message and "pip.conf" in err.value.message
+
+
+def test_local_paths_inside_the_project_are_kept(tmp_path: Path) -> None:
+    """The same forms inside the project (also via workbench.toml above envs/) still work."""
+    (tmp_path / "workbench.toml").write_text("")
+    (tmp_path / "req.txt").write_text("six\n")
+    (tmp_path / "wheels").mkdir()
+    lines = ["-r ../req.txt", "-e ..", "-f ../wheels", f"-f file://{tmp_path}/wheels", "./pkg"]
+    body = "dependencies:\n  - pip:\n" + "".join(f"    - {line!r}\n" for line in lines)
+    spec = specs.load(write_env(tmp_path, "a", body))
+    assert [p.kind for p in spec.pip] == [
+        "--requirement",
+        "--editable",
+        "--find-links",
+        "--find-links",
+        "requirement",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('dependencies:\n  - pip:\n    - "-r a\\0b"\n', "a.yml:3: pip line '-r a\\x00b' contains"),
+        ('dependencies:\n  - pip:\n    - "numpy\\n-r x"\n', "control character U+000A"),
+        ('dependencies:\n  - "\\e[31mred"\n', "a.yml:2: dependency '\\x1b[31mred' contains"),
+        ("dependencies:\n  - pip:\n    - null\n", "a.yml:3: pip line None is not a package spec"),
+        ("dependencies:\n  - null\n", "dependency None is not a package spec"),
+        ("name: x\n\0", "a.yml:2: invalid YAML: unacceptable character #x0000"),
+        ("a: &a [*a]\n", "values once YAML aliases (*name) are expanded"),
+        ("variables: {'A=B': 1}\n", "variable 'A=B' cannot be set"),
+    ],
+)
+def test_hostile_specs_give_one_line(tmp_path: Path, body: str, expected: str) -> None:
+    """Found by fuzzing: NUL raised ValueError, a null pip entry became the package "None",
+    newlines split one requirement into two, recursive aliases never finished hashing."""
+    with pytest.raises(WorkbenchError) as err:
+        specs.load(write_env(tmp_path, "a", body))
+    assert expected in err.value.message
+    assert err.value.message.isprintable()
+
+
+def test_billion_laughs_is_refused_quickly(tmp_path: Path) -> None:
+    body = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+    )
+    with pytest.raises(WorkbenchError, match="YAML aliases"):
+        specs.load(write_env(tmp_path, "a", body))
+
+
+def test_huge_binary_and_fifo_specs_are_refused(tmp_path: Path) -> None:
+    """Size, encoding and file type are checked before parsing; a FIFO would block."""
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / "big.yml").write_bytes(b"# x\n" * (specs.MAX_SPEC_BYTES // 4 + 1))
+    (envs / "bin.yml").write_bytes(b"name: x\n\xff\xfe")
+    os.mkfifo(envs / "fifo.yml")
+    for name, message in [
+        ("big", "a spec file over 256 KiB is refused"),
+        ("bin", "bin.yml:2: not UTF-8 (byte 0xff)"),
+        ("fifo", "not a regular file"),
+    ]:
+        with pytest.raises(WorkbenchError, match=re.escape(message)):
+            specs.load(envs / f"{name}.yml")
+
+
+def test_keys_of_mixed_types_still_hash(tmp_path: Path) -> None:
+    """conda ignores unknown keys such as `1:`; sorting them beside str keys crashed hashing.
+    Specs with str keys only hash as before, so committed locks stay fresh."""
+    spec = specs.load(write_env(tmp_path, "a", "1: x\nnull: y\ndependencies: [python=3.11]\n"))
+    assert len(spec.content_hash()) == 64
+    plain = specs.load(write_env(tmp_path, "b", "dependencies: [python=3.11]\n"))
+    expected = json.dumps(plain.raw, sort_keys=True, default=str)
+    assert plain.content_hash() == hashlib.sha256(expected.encode()).hexdigest()

@@ -126,7 +126,7 @@ def to_pypi(dep: CondaDep, where: str) -> Mapped:
     if reason:
         return Mapped(dep, dropped=reason)
     name = PYPI_NAMES.get(dep.name, dep.name)
-    specifier = pep440(dep.version, where) if dep.version else SpecifierSet()
+    specifier = pep440(dep.version, f"{where}: '{dep.text}'") if dep.version else SpecifierSet()
     warning = None
     if dep.build:
         warning = f"{where}: build string '{dep.build}' of '{dep.text}' ignored by the uv backend"

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.markup import escape
 
+from workbench.errors import printable
+
 __all__ = ["err", "escape", "out", "print_json", "progress", "warn", "error"]
 
 # Off a terminal rich assumes 80 columns and truncates table cells (ids, URLs): be wider.
@@ -21,11 +23,13 @@ def print_json(data: object) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(message)}")
+    """One line on stderr; control characters from user input are shown escaped."""
+    err.print(f"[yellow]warning:[/] {escape(printable(message))}")
 
 
 def error(message: str) -> None:
-    err.print(f"[red]error:[/] {escape(message)}")
+    """One line on stderr; control characters from user input are shown escaped."""
+    err.print(f"[red]error:[/] {escape(printable(message))}")
 
 
 @contextmanager

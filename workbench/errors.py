@@ -1,4 +1,4 @@
-"""The one error type that carries a message for the user."""
+"""The one error type that carries a message for the user, and how values are shown in it."""
 
 USAGE = 2
 CHECK_FAILED = 1
@@ -15,3 +15,19 @@ class WorkbenchError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+def printable(text: str) -> str:
+    """text with control and other unprintable characters shown as escapes (\\n, \\x1b),
+    so that a message stays one line and cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def excerpt(value: object, limit: int = 120) -> str:
+    """A user's value for a message: printable, and cut after limit characters."""
+    text = printable(str(value))
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"

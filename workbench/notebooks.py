@@ -17,12 +17,16 @@ from pathlib import Path
 import yaml
 
 from workbench import baselines, envs, runs
-from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.errors import CHECK_FAILED, WorkbenchError, excerpt
 from workbench.kernels import PREFIX
 from workbench.project import Project
 
 INTERRUPTED = 130
 PRESET_KEY = "workbench"
+# Values in one list or dict parameter, counting each use of a YAML alias; and the length
+# of a value read as YAML (the most one command-line argument holds, 128 KiB).
+MAX_PARAMETER_VALUES = 100_000
+MAX_PARAMETER_YAML = 128 * 1024
 
 
 class RunTimeout(BaseException):
@@ -81,17 +85,20 @@ def coerce(path: Path, declared: dict[str, Parameter], raw: dict[str, object]) -
     values = {}
     for name, value in raw.items():
         if name not in declared:
-            raise WorkbenchError(f"{path.name}: unknown parameter '{name}' (valid: {valid})")
+            raise WorkbenchError(
+                f"{path.name}: unknown parameter '{excerpt(name)}' (valid: {valid})"
+            )
         values[name] = _typed(path, declared[name], value)
     return values
 
 
 def _typed(path: Path, param: Parameter, value: object) -> object:
-    where = f"{path.name}: parameter {param.name}={value!r}"
+    where = f"{path.name}: parameter {param.name}={excerpt(repr(value))}"
     if not isinstance(value, str):
         return value  # already typed (a preset from the notebook's metadata)
     kind = param.type.lower()
     try:
+        value.encode()  # undecodable bytes on the command line arrive as lone surrogates
         if kind == "int":
             return int(value)
         if kind == "float":
@@ -105,14 +112,52 @@ def _typed(path: Path, param: Parameter, value: object) -> object:
             raise ValueError(value)
         if kind in ("str", "string"):
             return value
-        if kind in ("list", "dict", "tuple"):
-            parsed = yaml.safe_load(value)
-            if type(parsed).__name__ != kind and not (kind == "tuple" and isinstance(parsed, list)):
-                raise ValueError(value)
-            return parsed
-        return yaml.safe_load(value)
-    except (ValueError, yaml.YAMLError):
+        if len(value) > MAX_PARAMETER_YAML:
+            raise WorkbenchError(
+                f"{where}: expected {param.type} ({param.describe()}) of at most "
+                f"{MAX_PARAMETER_YAML // 1024} KiB, not {len(value)} characters"
+            )
+        parsed = yaml.safe_load(value)
+        container = kind in ("list", "dict", "tuple")
+        wrong = type(parsed).__name__ != kind and not (kind == "tuple" and isinstance(parsed, list))
+        if (container and wrong) or not _literal(parsed):
+            raise ValueError(value)
+        return parsed
+    except (ValueError, yaml.YAMLError, RecursionError):
         raise WorkbenchError(f"{where}: expected {param.type} ({param.describe()})") from None
+
+
+def _literal(value: object) -> bool:
+    """Whether papermill writes value as a Python literal: str, int, float, bool, None and
+    lists and str-keyed dicts of them, of bounded size. YAML's !!set, !!binary and dates
+    are not (papermill would paste their str() between quotes, unescaped), nor aliases that
+    expand without bound."""
+    todo, count = [value], 0
+    while todo:
+        item = todo.pop()
+        count += 1
+        if count > MAX_PARAMETER_VALUES:
+            return False
+        if isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, str):
+            try:
+                item.encode()  # YAML's "\ud800" is a lone surrogate: no notebook can hold it
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, int) and not isinstance(item, bool):
+            try:
+                str(item)  # a hex literal can exceed the digits str() will write
+            except ValueError:
+                return False
+        elif item is not None and not isinstance(item, float | bool):
+            return False
+    return True
 
 
 def presets(nb: dict) -> dict[str, dict]:

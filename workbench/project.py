@@ -3,16 +3,21 @@
 import difflib
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, excerpt
 
 MANIFEST = "workbench.toml"
 STATE_DIR = ".workbench"
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DIGITS = re.compile(r"[0-9]+")
 SPEC_SUFFIXES = (".yml", ".yaml")
+# A manifest is a few hundred bytes; anything near this is not one, and parsing it would
+# take seconds.
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -117,16 +122,55 @@ def find_root(start: Path) -> Path:
     )
 
 
+def read_text(path: Path, limit: int, what: str) -> str:
+    """A user-written text file (the manifest, a spec), or a one-line error naming it:
+    missing, not a regular file (a FIFO would block), over limit bytes, or not UTF-8."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise WorkbenchError(f"{path}: no such {what}") from None
+    except (OSError, ValueError) as exc:
+        raise WorkbenchError(f"{path}: cannot read {what}: {exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise WorkbenchError(f"{path}: not a regular file; a {what} is a text file")
+    if info.st_size > limit:
+        raise WorkbenchError(
+            f"{path}: {info.st_size} bytes; a {what} over {limit // 1024} KiB is refused"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WorkbenchError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise WorkbenchError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+
+
 def load(root: Path) -> Project:
     """Read the manifest and discover envs/NAME.yml specs."""
     manifest_path = root / MANIFEST
     manifest: dict = {}
     if manifest_path.is_file():
+        text = read_text(manifest_path, MAX_MANIFEST_BYTES, "manifest")
         try:
-            manifest = tomllib.loads(manifest_path.read_text())
+            manifest = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise WorkbenchError(f"{manifest_path}: invalid TOML: {exc}") from exc
-    name = str(manifest.get("project", {}).get("name") or root.name)
+            raise WorkbenchError(f"{manifest_path}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise WorkbenchError(f"{manifest_path}: invalid TOML: nested too deeply") from None
+    project = _table(manifest, "project", manifest_path)
+    name = project.get("name") or root.name
+    if not isinstance(name, str):
+        raise WorkbenchError(
+            f"{manifest_path}: [project] name = {excerpt(repr(name))}: expected a string"
+        )
+    lab = _table(manifest, "lab", manifest_path)
+    _port(lab.get("port", 8888), f"{manifest_path}: [lab]")
 
     envs: dict[str, EnvEntry] = {}
     env_dir = root / "envs"
@@ -134,47 +178,78 @@ def load(root: Path) -> Project:
         for path in sorted(env_dir.iterdir()):
             if path.suffix in SPEC_SUFFIXES and path.is_file():
                 envs[path.stem] = EnvEntry(path.stem, path)
-    for env_name, table in manifest.get("envs", {}).items():
-        where = f"{manifest_path}: [envs.{env_name}]"
-        if not ENV_NAME.match(env_name):
+    for env_name, table in _table(manifest, "envs", manifest_path).items():
+        where = f"{manifest_path}: [envs.{excerpt(env_name)}]"
+        if not ENV_NAME.fullmatch(env_name):
             raise WorkbenchError(f"{where}: invalid env name (use letters, digits, _ . -)")
         if not isinstance(table, dict):
             raise WorkbenchError(f"{where}: expected a table")
-        spec_path = root / table["spec"] if "spec" in table else env_dir / f"{env_name}.yml"
+        spec_path = (
+            _inside(root, table["spec"], f"{where}: spec")
+            if "spec" in table
+            else env_dir / f"{env_name}.yml"
+        )
         if env_name not in envs and not spec_path.is_file():
             raise WorkbenchError(f"{where}: spec file {spec_path} does not exist")
         envs[env_name] = EnvEntry(env_name, spec_path, _gpus(table.get("gpus"), where))
     apps = {
         app_name: _app(root, manifest_path, app_name, table, envs)
-        for app_name, table in manifest.get("apps", {}).items()
+        for app_name, table in _table(manifest, "apps", manifest_path).items()
     }
     return Project(root=root, name=name, envs=envs, apps=apps, manifest=manifest)
 
 
+def _table(manifest: dict, key: str, manifest_path: Path) -> dict:
+    value = manifest.get(key, {})
+    if not isinstance(value, dict):
+        raise WorkbenchError(
+            f"{manifest_path}: {key} = {excerpt(repr(value))}: expected a [{key}] table"
+        )
+    return value
+
+
+def _inside(root: Path, value: object, where: str) -> Path:
+    """root / value, for a path field that must name a file inside the project."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise WorkbenchError(f"{where} = {excerpt(repr(value))}: expected a path in the project")
+    path = root / value
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise WorkbenchError(
+            f"{where} = {excerpt(repr(value))}: outside the project ({root}); use a path inside it"
+        )
+    return path
+
+
+def _port(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise WorkbenchError(f"{where}: port = {excerpt(repr(value))}: expected a number 1-65535")
+    return value
+
+
 def _app(root: Path, manifest_path: Path, name: str, table: object, envs: dict) -> AppEntry:
-    where = f"{manifest_path}: [apps.{name}]"
-    if not ENV_NAME.match(name) or name == "lab":
+    where = f"{manifest_path}: [apps.{excerpt(name)}]"
+    if not ENV_NAME.fullmatch(name) or name == "lab":
         raise WorkbenchError(f"{where}: invalid app name (letters, digits, _ . -; not 'lab')")
     if not isinstance(table, dict):
         raise WorkbenchError(f"{where}: expected a table with env, file and port")
     missing = [key for key in ("env", "file") if key not in table]
     if missing:
         raise WorkbenchError(f"{where}: missing {', '.join(missing)}")
-    if table["env"] not in envs:
+    env = table["env"]
+    if not isinstance(env, str) or env not in envs:
         known = ", ".join(sorted(envs)) or "none"
-        raise WorkbenchError(f"{where}: env = {table['env']!r} is not an env (known: {known})")
-    port = table.get("port", 7860)
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise WorkbenchError(f"{where}: port = {port!r}: expected a number 1-65535")
+        raise WorkbenchError(f"{where}: env = {excerpt(repr(env))} is not an env (known: {known})")
+    port = _port(table.get("port", 7860), where)
     model = table.get("model")
     if model is not None and not isinstance(model, str):
-        raise WorkbenchError(f"{where}: model = {model!r}: expected a path or hub id")
-    return AppEntry(name, table["env"], root / table["file"], port, model)
+        raise WorkbenchError(f"{where}: model = {excerpt(repr(model))}: expected a path or hub id")
+    return AppEntry(name, env, _inside(root, table["file"], f"{where}: file"), port, model)
 
 
-def _gpus(value: object, where: str) -> tuple[str, ...] | None:
-    if value is None:
+def _gpus(given: object, where: str) -> tuple[str, ...] | None:
+    if given is None:
         return None
+    value = given
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if isinstance(value, str):
@@ -182,7 +257,9 @@ def _gpus(value: object, where: str) -> tuple[str, ...] | None:
     if (
         isinstance(value, list)
         and value
-        and all(isinstance(v, int | str) and str(v).strip().isdigit() for v in value)
+        and all(isinstance(v, int | str) and DIGITS.fullmatch(str(v).strip()) for v in value)
     ):
         return tuple(str(v).strip() for v in value)
-    raise WorkbenchError(f'{where}: gpus = {value!r}: expected GPU indices such as [0, 1] or "0,1"')
+    raise WorkbenchError(
+        f'{where}: gpus = {excerpt(repr(given))}: expected GPU indices such as [0, 1] or "0,1"'
+    )

@@ -31,9 +31,8 @@ class UvBackend(Backend):
         requirement = None
         label = "python"
         if python_dep is not None:
-            label = python_dep.text
-            where = f"{spec.path}:{python_dep.line}"
-            requirement = condamap.pep440(python_dep.version, where) if python_dep.version else None
+            label = f"{spec.path}:{python_dep.line}: {python_dep.text}"
+            requirement = condamap.pep440(python_dep.version, label) if python_dep.version else None
         interp = interpreters.select(requirement or None, label)
 
         packages: list[str] = []

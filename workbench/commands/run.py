@@ -8,7 +8,7 @@ from rich.table import Table
 from workbench import notebooks, runs
 from workbench import project as projects
 from workbench.console import err, escape, out, print_json
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, excerpt
 
 RUN_HELP = """Run a notebook with papermill in its env's kernel (or --env's) and record the run.
 
@@ -68,7 +68,8 @@ def cmd_run(args: argparse.Namespace, project: projects.Project) -> int:
     names = [name for name, _ in args.parameter]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
-        raise WorkbenchError(f"parameter given twice: {', '.join(sorted(duplicated))}")
+        twice = ", ".join(excerpt(name) for name in sorted(duplicated))
+        raise WorkbenchError(f"{args.notebook.name}: parameter given twice: {twice}")
     request = notebooks.RunRequest(
         notebook=args.notebook.resolve(),
         parameters=dict(args.parameter),
