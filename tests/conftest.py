@@ -1,9 +1,13 @@
 """Shared helpers: run the real CLI in a subprocess, make throwaway projects, drive kernels."""
 
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,6 +55,52 @@ def demo_envs() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+ECHO_APP = """
+import gradio as gr
+
+def echo(text):
+    if len(text) > 50:
+        raise gr.Error("text longer than 50 characters")
+    return text.upper()
+
+with gr.Blocks(title="Echo") as demo:
+    box = gr.Textbox(label="text")
+    out = gr.Textbox(label="shouted")
+    box.submit(echo, box, out, api_name="echo")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gradio_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project with a tiny Gradio env "ui" (ipykernel included, so kernel wb-ui), built
+    once per session: apps echo (shouts its input) and broken (fails on import) on free
+    ports, and a free [lab] port. A module that starts services here stops them all."""
+    root = tmp_path_factory.mktemp("appproj")
+    write_env(root, "ui", "dependencies:\n  - python=3.11\n  - gradio>=6\n")
+    (root / "apps").mkdir()
+    (root / "apps/echo.py").write_text(ECHO_APP)
+    (root / "apps/broken.py").write_text(
+        "import gradio as gr\nraise RuntimeError('no model here')\n"
+    )
+    port = free_port()
+    (root / "workbench.toml").write_text(
+        f'[project]\nname = "appproj"\n'
+        f'[apps.echo]\nenv = "ui"\nfile = "apps/echo.py"\nport = {port}\n'
+        f'[apps.broken]\nenv = "ui"\nfile = "apps/broken.py"\nport = {port + 1}\n'
+        f"[lab]\nport = {free_port()}\n"
+    )
+    proc = workbench("env", "create", "ui", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    yield root
+    workbench("down", cwd=root)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty workbench project in a temp dir; user-wide Jupyter dirs point into it too."""
@@ -81,3 +131,78 @@ def run_in_kernel(kernel_name: str, code: str, timeout: float = 120) -> str:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
     return "".join(chunks)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket a process listens on: TCP in LISTEN state, or any bound UDP socket."""
+
+    pid: int
+    proto: str  # tcp, tcp6, udp, udp6
+    address: str
+    port: int
+
+
+def _children() -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        found.setdefault(ppid, []).append(int(stat.parent.name))
+    return found
+
+
+def process_tree(*roots: int) -> set[int]:
+    """The roots and all their living descendants (from /proc/*/stat)."""
+    children = _children()
+    seen: set[int] = set()
+    todo = [r for r in roots if r and Path(f"/proc/{r}").exists()]
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, []))
+    return seen
+
+
+def _address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)  # each 32-bit word in host (little-endian) order
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw))
+
+
+def listening_sockets(pids: Iterable[int]) -> list[Listener]:
+    """Every listening TCP and bound UDP socket (IPv4 and IPv6) the processes hold, read
+    from /proc/PID/fd and /proc/net/{tcp,tcp6,udp,udp6}: nothing is missed for lack of
+    a tool or of a process name."""
+    table: dict[str, tuple[str, str, int]] = {}
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        path = Path("/proc/net") / proto
+        lines = path.read_text().splitlines()[1:] if path.exists() else []
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == ("0A" if proto.startswith("tcp") else "07"):  # LISTEN / unconnected
+                address, port = local.split(":")
+                table[inode] = (proto, _address(address), int(port, 16))
+    found = set()
+    for pid in set(pids):
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue  # gone meanwhile
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in table:
+                found.add(Listener(pid, *table[link[8:-1]]))
+    return sorted(found, key=lambda s: (s.pid, s.proto, s.port))
+
+
+def listening_ports(pid: int) -> dict[int, str]:
+    """port -> local address of the TCP sockets one process listens on."""
+    return {s.port: s.address for s in listening_sockets([pid]) if s.proto.startswith("tcp")}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import workbench, write_env
+from tests.conftest import listening_ports, workbench, write_env
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -40,17 +40,6 @@ def get(url: str) -> tuple[int, bytes]:
             return reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""
-
-
-def listening_ports(pid: int) -> dict[int, str]:
-    """port -> local address of the TCP sockets a process listens on (from `ss`)."""
-    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
-    found = {}
-    for line in out.splitlines():
-        if f"pid={pid}," in line:
-            address, port = line.split()[3].rsplit(":", 1)
-            found[int(port)] = address
-    return found
 
 
 class Sshd:

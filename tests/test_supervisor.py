@@ -11,50 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import workbench, write_env
-
-APP = """
-import gradio as gr
-
-def echo(text):
-    if len(text) > 50:
-        raise gr.Error("text longer than 50 characters")
-    return text.upper()
-
-with gr.Blocks(title="Echo") as demo:
-    box = gr.Textbox(label="text")
-    out = gr.Textbox(label="shouted")
-    box.submit(echo, box, out, api_name="echo")
-"""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import free_port, workbench
 
 
 @pytest.fixture(scope="module")
-def app_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("appproj")
-    write_env(root, "ui", "dependencies:\n  - python=3.11\n  - gradio>=6\n")
-    (root / "apps").mkdir()
-    (root / "apps/echo.py").write_text(APP)
-    (root / "apps/broken.py").write_text(
-        "import gradio as gr\nraise RuntimeError('no model here')\n"
-    )
-    port = free_port()
-    (root / "workbench.toml").write_text(
-        f'[project]\nname = "appproj"\n'
-        f'[apps.echo]\nenv = "ui"\nfile = "apps/echo.py"\nport = {port}\n'
-        f'[apps.broken]\nenv = "ui"\nfile = "apps/broken.py"\nport = {port + 1}\n'
-    )
-    proc = workbench("env", "create", "ui", cwd=root)
-    assert proc.returncode == 0, proc.stderr
-    yield root
-    workbench("down", cwd=root)
+def app_project(gradio_project: Path) -> Path:
+    yield gradio_project
+    workbench("down", cwd=gradio_project)
 
 
 def ps(root: Path) -> dict:

@@ -268,11 +268,13 @@ def execute(project: Project, request: RunRequest) -> tuple[runs.RunRecord, int]
 
 
 def _finish(project: Project, record: runs.RunRecord, output: Path) -> None:
-    """Complete the record from the (possibly partial) output notebook and save both."""
+    """Complete the record from the (possibly partial) output notebook and save both,
+    secret parameter values removed."""
     nb = json.loads(output.read_text()) if output.is_file() else {}
     runs.finish(record, nb)
     if nb:
         _fix_kernelspec(nb, record)
+        runs.redact_notebook(nb)
         output.write_text(json.dumps(nb, indent=1) + "\n")
     record.save(project)
 

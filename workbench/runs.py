@@ -18,6 +18,13 @@ ARROW = re.compile(r"^\s*-*>\s*(\d+)\s(.*)$")
 # Cells papermill adds to an output notebook: not counted when naming the failing cell.
 ADDED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 
+# A parameter holds a credential when its name ends in one of these words (hf_token,
+# api_key, db_password, client_secret); a tokenizer's special tokens (pad_token) do not.
+SECRET_WORDS = {"token", "password", "passwd", "secret", "credential", "credentials", "auth"}
+SECRET_PAIRS = {("api", "key"), ("access", "key"), ("secret", "key"), ("private", "key")}
+SPECIAL_TOKENS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask"}
+REDACTED = "<redacted>"
+
 
 @dataclass
 class RunRecord:
@@ -47,11 +54,51 @@ class RunRecord:
         target = self.path(project)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, default=str) + "\n")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, default=str) + "\n")
         tmp.replace(target)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The record as stored and shown: secret-looking parameter values redacted."""
+        return {**asdict(self), "parameters": redacted(self.parameters)}
+
+
+def is_secret(name: str) -> bool:
+    """Whether a parameter's name says it holds a credential (hf_token, apiKey, password)."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().split("_")
+    words = [w for w in words if w]
+    if not words:
+        return False
+    if words[-1] == "token" and len(words) > 1 and words[-2] in SPECIAL_TOKENS:
+        return False
+    return words[-1] in SECRET_WORDS or tuple(words[-2:]) in SECRET_PAIRS or words[-1] == "apikey"
+
+
+def redacted(parameters: dict) -> dict:
+    """parameters with the string values of secret-looking names replaced by REDACTED."""
+    return {
+        name: REDACTED if isinstance(value, str) and value and is_secret(name) else value
+        for name, value in parameters.items()
+    }
+
+
+def redact_notebook(nb: dict) -> None:
+    """Remove secret parameter values from an output notebook: papermill keeps them in its
+    metadata and in the cell it injected (one `name = value` line per parameter)."""
+    meta = nb.get("metadata", {}).get("papermill", {})
+    secret = {n for n, v in (meta.get("parameters") or {}).items() if redacted({n: v})[n] != v}
+    if not secret:
+        return
+    meta["parameters"] = redacted(meta["parameters"])
+    for cell in nb.get("cells", []):
+        if "injected-parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell.get("source", "")
+        lines = source.splitlines(keepends=True) if isinstance(source, str) else list(source)
+        for i, line in enumerate(lines):
+            name = line.split("=", 1)[0].strip()
+            if "=" in line and name in secret:
+                lines[i] = f"{name} = {REDACTED!r}" + ("\n" if line.endswith("\n") else "")
+        cell["source"] = "".join(lines) if isinstance(source, str) else lines
 
 
 def start(

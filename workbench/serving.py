@@ -161,6 +161,12 @@ def probe(url: str, timeout: float = 1.0) -> str:
         return "down"
 
 
+def lab_is_open(port: int) -> bool:
+    """Whether Lab serves its API to a caller without the token: a Jupyter config file
+    with an empty token (c.IdentityProvider.token = "") beats JUPYTER_TOKEN."""
+    return probe(f"http://127.0.0.1:{port}/api/kernels") == "healthy"
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False

@@ -15,6 +15,11 @@ from workbench.console import err, escape, out, print_json
 from workbench.errors import CHECK_FAILED, WorkbenchError
 
 HEALTH_TIMEOUT = 300.0
+LAB_OPEN = (
+    "JupyterLab answered without its token: a Jupyter config file turns authentication off "
+    "(c.IdentityProvider.token = '' or c.ServerApp.token = ''; `jupyter --paths` lists "
+    "where config lives); remove that line and run `workbench lab` again"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -286,6 +291,10 @@ def cmd_lab(args: argparse.Namespace, project: projects.Project) -> int:
     if args.detach:
         serving.start(project, serving.LAB, serving.LAB, argv, env, "127.0.0.1", port, None)
         serving.wait_healthy(project, serving.LAB, HEALTH_TIMEOUT)
+        if serving.lab_is_open(port):
+            # No kernels yet, and Lab may sit on a SIGTERM this early: no need to wait.
+            serving.stop(project, serving.LAB, grace=2.0)
+            raise WorkbenchError(LAB_OPEN)
         token_file.touch(mode=0o600)
         token_file.write_text(token)
         err.print(f"[green]✓[/] JupyterLab at {url}")
@@ -294,7 +303,16 @@ def cmd_lab(args: argparse.Namespace, project: projects.Project) -> int:
     err.print(f"JupyterLab at {url}\n{line}")
     proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=project.root)
     try:
-        return proc.wait()
+        checked = False
+        while proc.poll() is None:
+            if not checked and serving.probe(serving.health_url(serving.LAB, port)) == "healthy":
+                checked = True
+                if serving.lab_is_open(port):
+                    proc.kill()
+                    proc.wait()
+                    raise WorkbenchError(LAB_OPEN)
+            time.sleep(0.2)
+        return proc.returncode
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait()
