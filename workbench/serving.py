@@ -47,6 +47,7 @@ class Service:
     supervisor_pid: int | None
     restarts: int
     uptime: float | None
+    standby_pid: int | None = None  # the warm spare that takes over after a crash
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -208,6 +209,7 @@ def running(project: Project, name: str) -> Service | None:
         supervisor_pid=state.get("supervisor_pid"),
         restarts=state.get("restarts", 0),
         uptime=round(time.time() - started, 1) if started and pid else None,
+        standby_pid=state.get("standby_pid") if _alive(state.get("standby_pid")) else None,
     )
 
 
