@@ -80,7 +80,7 @@ def test_both_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
     line = apps_up["up"].stdout.strip().splitlines()[-1]
     for name in ("chat", "search"):
         port = services[name]["port"]
-        assert f"-L {port}:127.0.0.1:{port}" in line
+        assert f"-L 127.0.0.1:{port}:127.0.0.1:{port}" in line
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def test_tunnel_print_and_laptop_tunnel_through_real_sshd(
     lab_port = json.loads(workbench("ps", "--json", cwd=lab_project).stdout)[0]["port"]
 
     printed = workbench("tunnel", "--print", "me@gpu-server", cwd=lab_project).stdout.strip()
-    assert printed == f"ssh -N -L {lab_port}:127.0.0.1:{lab_port} me@gpu-server"
+    assert printed == f"ssh -N -L 127.0.0.1:{lab_port}:127.0.0.1:{lab_port} me@gpu-server"
 
     sshd = Sshd(tmp_path / "sshd")
     sshd.start()

@@ -56,6 +56,7 @@ class Supervisor:
         self.spare: subprocess.Popen | None = None
         self.standby = bool(self.service.get("standby"))
         self.stopping = False
+        self.stop_at = 0.0  # when SIGTERM came (monotonic)
 
     def save(self) -> None:
         tmp = self.folder / "state.json.tmp"
@@ -63,7 +64,8 @@ class Supervisor:
         tmp.replace(self.folder / "state.json")
 
     def stop(self, _signum: int, _frame: object) -> None:
-        self.stopping = True
+        if not self.stopping:
+            self.stopping, self.stop_at = True, time.monotonic()
         if self.child and self.child.poll() is None:
             self.child.terminate()
 
@@ -108,6 +110,8 @@ class Supervisor:
                 return self.child.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
+            if self.stopping and time.monotonic() - self.stop_at > STOP_GRACE_S:
+                self.child.kill()  # it ignored SIGTERM (Lab does, early in its start)
             if self.standby and self.spare is None and not self.stopping and self._healthy():
                 self.spare = self.spawn(standby=True)
                 self.state["standby_pid"] = self.spare.pid

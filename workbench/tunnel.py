@@ -30,7 +30,8 @@ class Forward:
     remote: int
 
     def ssh_arg(self) -> str:
-        return f"{self.local}:127.0.0.1:{self.remote}"
+        # the laptop end binds loopback explicitly, whatever GatewayPorts says
+        return f"127.0.0.1:{self.local}:127.0.0.1:{self.remote}"
 
 
 def default_destination() -> str:
