@@ -85,7 +85,8 @@ def redact_notebook(nb: dict) -> None:
     """Remove secret parameter values from an output notebook: papermill keeps them in its
     metadata and in the cell it injected (one `name = value` line per parameter)."""
     meta = nb.get("metadata", {}).get("papermill", {})
-    secret = {n for n, v in (meta.get("parameters") or {}).items() if redacted({n: v})[n] != v}
+    params = meta.get("parameters") or {}
+    secret = {n for n, v in params.items() if redacted({n: v})[n] is not v}  # NaN != NaN
     if not secret:
         return
     meta["parameters"] = redacted(meta["parameters"])
