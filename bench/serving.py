@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -109,59 +108,74 @@ def stream_once(client, tokens: int) -> dict:
     return {"ttft": first - t0, "decode": last - first, "wall": done - t0}
 
 
-def sse_once(http, fn_index: int, tokens: int) -> dict:
-    """The same request over plain HTTP + SSE (no gradio_client): the server's own overhead."""
+CLIENT_TIERS = ((1, 6), (8, 3), (32, 2))  # (concurrent clients, rounds)
+
+
+def sse_once(port: int, fn_index: int, tokens: int) -> dict:
+    """The request over plain HTTP + SSE (no gradio_client): the server's own overhead."""
+    import asyncio
+
+    import httpx
+
+    async def run() -> dict:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            return await _sse_stream(http, fn_index, tokens)
+
+    return asyncio.run(run())
+
+
+async def _sse_stream(http, fn_index: int, tokens: int) -> dict:
+    """One streamed request as Gradio's browser client makes it: time to first token, wall."""
     import uuid
 
     session = uuid.uuid4().hex[:12]
     body = {"data": [PROMPT, tokens, 0.8, 50], "fn_index": fn_index, "session_hash": session}
     t0 = time.perf_counter()
-    http.post("/gradio_api/queue/join", json=body).raise_for_status()
+    (await http.post("/gradio_api/queue/join", json=body)).raise_for_status()
     first = None
-    with http.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as r:
-        for line in r.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            msg = json.loads(line[5:])
+    async with http.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as r:
+        async for line in r.aiter_lines():
+            msg = json.loads(line[5:]) if line.startswith("data:") else {}
             if msg.get("msg") == "process_generating" and first is None:
                 first = time.perf_counter()
             if msg.get("msg") == "process_completed":
+                if not msg.get("success", True):
+                    raise RuntimeError(msg.get("output", {}).get("error") or "failed")
                 break
     return {"ttft": first - t0, "wall": time.perf_counter() - t0}
 
 
-CLIENT_TIERS = ((1, 6), (8, 3), (32, 2))  # (concurrent clients, rounds)
+def concurrent(port: int, fn_index: int, n: int, tokens: int, rounds: int) -> dict:
+    """n streaming clients start together each round; tokens counted by the app.
 
+    The clients are asyncio SSE streams in this one process (what the browser client
+    speaks): n gradio_client threads would spend more of the same 2 cores than the server.
+    """
+    import asyncio
 
-def concurrent(port: int, n: int, tokens: int, rounds: int) -> dict:
-    """n gradio_client clients start together each round; tokens counted by the app."""
-    from gradio_client import Client
+    import httpx
 
-    clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(n)]
-    ttfts: list[float] = []
-    errors: list[str] = []
-    wall = total = 0.0
-    for _ in range(rounds):
-        before = tokens_total(port)
-        barrier = threading.Barrier(n + 1)
+    async def run() -> dict:
+        limits = httpx.Limits(max_connections=2 * n + 4)
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+            ttfts: list[float] = []
+            errors: list[str] = []
+            wall = total = 0.0
+            for _ in range(rounds):
+                before = tokens_total(port)
+                t0 = time.perf_counter()
+                results = await asyncio.gather(
+                    *(_sse_stream(http, fn_index, tokens) for _ in range(n)),
+                    return_exceptions=True,
+                )
+                wall += time.perf_counter() - t0
+                total += tokens_total(port) - before
+                ttfts += [r["ttft"] for r in results if isinstance(r, dict)]
+                errors += [f"{type(r).__name__}: {r}" for r in results if isinstance(r, Exception)]
+            return {"rate": total / wall, "ttfts": ttfts, "errors": errors}
 
-        def one(c, barrier=barrier) -> None:
-            barrier.wait()
-            try:
-                ttfts.append(stream_once(c, tokens)["ttft"])
-            except Exception as e:  # noqa: BLE001 - counted and shown
-                errors.append(f"{type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=one, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for t in threads:
-            t.join()
-        wall += time.perf_counter() - t0
-        total += tokens_total(port) - before
-    return {"rate": total / wall, "ttfts": ttfts, "errors": errors}
+    return asyncio.run(run())
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -271,17 +285,15 @@ def main() -> int:
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             raw_once()
             stream_once(client, tokens)  # warm both paths
-            import httpx
-
-            http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-            deps = http.get("/config").json()["dependencies"]
+            _, config = http_get(f"http://127.0.0.1:{port}/config")
+            deps = json.loads(config)["dependencies"]
             fn_index = next(d["id"] for d in deps if d.get("api_name") == "generate")
-            sse_once(http, fn_index, tokens)
+            sse_once(port, fn_index, tokens)
             raws, streams, sses = [], [], []
             for _ in range(args.trials):
                 raws.append(raw_once())
                 before = tokens_total(port)
-                s = sse_once(http, fn_index, tokens)
+                s = sse_once(port, fn_index, tokens)
                 s["tokens"] = tokens_total(port) - before
                 sses.append(s)
                 before = tokens_total(port)
@@ -292,7 +304,7 @@ def main() -> int:
             raw.wait(timeout=10)
 
             # Batching: N concurrent clients, each streaming one request per round.
-            tiers = {n: concurrent(port, n, tokens, rounds) for n, rounds in CLIENT_TIERS}
+            tiers = {n: concurrent(port, fn_index, n, tokens, rounds) for n, rounds in CLIENT_TIERS}
         finally:
             for p in (proc, raw):
                 if p.poll() is None:
