@@ -35,6 +35,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import sse_clients
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 RUNNER = REPO / "workbench" / "app_runner.py"
@@ -111,7 +113,7 @@ def stream_once(client, tokens: int) -> dict:
 CLIENT_TIERS = ((1, 6), (8, 3), (32, 2))  # (concurrent clients, rounds)
 
 
-def sse_once(port: int, fn_index: int, tokens: int) -> dict:
+def sse_once(port: int, fn: int, tokens: int) -> dict:
     """The request over plain HTTP + SSE (no gradio_client): the server's own overhead."""
     import asyncio
 
@@ -119,30 +121,9 @@ def sse_once(port: int, fn_index: int, tokens: int) -> dict:
 
     async def run() -> dict:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            return await _sse_stream(http, fn_index, tokens)
+            return await sse_clients.stream(http, fn, [PROMPT, tokens, 0.8, 50])
 
     return asyncio.run(run())
-
-
-async def _sse_stream(http, fn_index: int, tokens: int) -> dict:
-    """One streamed request as Gradio's browser client makes it: time to first token, wall."""
-    import uuid
-
-    session = uuid.uuid4().hex[:12]
-    body = {"data": [PROMPT, tokens, 0.8, 50], "fn_index": fn_index, "session_hash": session}
-    t0 = time.perf_counter()
-    (await http.post("/gradio_api/queue/join", json=body)).raise_for_status()
-    first = None
-    async with http.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as r:
-        async for line in r.aiter_lines():
-            msg = json.loads(line[5:]) if line.startswith("data:") else {}
-            if msg.get("msg") == "process_generating" and first is None:
-                first = time.perf_counter()
-            if msg.get("msg") == "process_completed":
-                if not msg.get("success", True):
-                    raise RuntimeError(msg.get("output", {}).get("error") or "failed")
-                break
-    return {"ttft": first - t0, "wall": time.perf_counter() - t0}
 
 
 def concurrent(port: int, fn_index: int, n: int, tokens: int, rounds: int) -> dict:
@@ -166,7 +147,10 @@ def concurrent(port: int, fn_index: int, n: int, tokens: int, rounds: int) -> di
                 before = tokens_total(port)
                 t0 = time.perf_counter()
                 results = await asyncio.gather(
-                    *(_sse_stream(http, fn_index, tokens) for _ in range(n)),
+                    *(
+                        sse_clients.stream(http, fn_index, [PROMPT, tokens, 0.8, 50])
+                        for _ in range(n)
+                    ),
                     return_exceptions=True,
                 )
                 wall += time.perf_counter() - t0
@@ -285,9 +269,7 @@ def main() -> int:
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             raw_once()
             stream_once(client, tokens)  # warm both paths
-            _, config = http_get(f"http://127.0.0.1:{port}/config")
-            deps = json.loads(config)["dependencies"]
-            fn_index = next(d["id"] for d in deps if d.get("api_name") == "generate")
+            fn_index = sse_clients.fn_index(f"http://127.0.0.1:{port}/", "generate")
             sse_once(port, fn_index, tokens)
             raws, streams, sses = [], [], []
             for _ in range(args.trials):
