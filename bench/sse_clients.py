@@ -25,12 +25,12 @@ def fn_index(base_url: str, api_name: str) -> int:
     return next(d["id"] for d in deps if d.get("api_name") == api_name)
 
 
-async def stream(http, fn: int, data: list) -> dict:
+async def stream(http, fn: int, data: list, session: str | None = None) -> dict:
     """One streamed call on an httpx.AsyncClient: time to first update, wall time, last text.
 
-    Raises Busy when the queue is full and RuntimeError with the app's message when the
-    call fails."""
-    session = uuid.uuid4().hex[:12]
+    `session` is the browser tab's session hash (a new one when not given). Raises Busy when
+    the queue is full and RuntimeError with the app's message when the call fails."""
+    session = session or uuid.uuid4().hex[:12]
     t0 = time.perf_counter()
     joined = await http.post(
         "/gradio_api/queue/join", json={"data": data, "fn_index": fn, "session_hash": session}

@@ -333,6 +333,9 @@ with gr.Blocks(title="Tiny GPT chat") as demo:
     )
 
 demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=MAX_BATCH)
+# Gradio keeps ~26 KB per browser session (measured: RSS +12 % in 150 s when every request
+# came from a new session); the default keeps 10,000 of them.
+demo.state_session_capacity = 1000
 
 if __name__ == "__main__":
     demo.launch(server_name="127.0.0.1")

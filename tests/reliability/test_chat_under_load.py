@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,9 +135,11 @@ class Load:
             await asyncio.gather(*(self._client(http, fn) for _ in range(self.clients)))
 
     async def _client(self, http: httpx.AsyncClient, fn: int) -> None:
+        session = uuid.uuid4().hex[:12]  # one browser tab: its requests share a session
+        data = [PROMPT, self.max_new_tokens, 0.8, 50]
         while not self.stop.is_set():
             try:
-                result = await sse_clients.stream(http, fn, [PROMPT, self.max_new_tokens, 0.8, 50])
+                result = await sse_clients.stream(http, fn, data, session)
             except sse_clients.Busy as e:
                 self.busy += 1
                 self.busy_message = str(e)
@@ -337,6 +340,22 @@ def test_hostile_prompts_get_a_bounded_answer(served, prompt, max_new_tokens, te
         assert len(message) < 1000 and "Traceback" not in message, message
     else:
         assert 400 <= value < 500, value
+
+
+@settings(max_examples=20)
+@given(
+    prompt=st.text(min_size=1, max_size=150).filter(str.strip),
+    max_new_tokens=st.integers(1, 64),
+    temperature=st.floats(0.05, 2.0),
+    top_k=st.integers(1, 200),
+)
+def test_any_text_within_the_limits_streams_a_continuation(
+    served, prompt, max_new_tokens, temperature, top_k
+):
+    """Random text (any script, emoji, control characters) with valid settings is served."""
+    kind, value = call(served.url(), [prompt, max_new_tokens, temperature, top_k])
+    ANSWERS[kind] = ANSWERS.get(kind, 0) + 1
+    assert kind == "complete" and isinstance(value[0], str), value
 
 
 def test_invalid_utf8_and_broken_json_are_rejected(served: Served) -> None:
