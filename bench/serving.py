@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import signal
 import socket
 import statistics
@@ -91,12 +89,6 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def tokens_total(port: int) -> float:
-    _, text = http_get(f"http://127.0.0.1:{port}/metrics")
-    m = re.search(r"^workbench_tokens_total\{[^}]*\} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def stream_once(client, tokens: int) -> dict:
     t0 = time.perf_counter()
     job = client.submit(PROMPT, tokens, 0.8, 50, api_name="/generate")
@@ -144,7 +136,7 @@ def concurrent(port: int, fn_index: int, n: int, tokens: int, rounds: int) -> di
             errors: list[str] = []
             wall = total = 0.0
             for _ in range(rounds):
-                before = tokens_total(port)
+                before = sse_clients.tokens_total(url)
                 t0 = time.perf_counter()
                 results = await asyncio.gather(
                     *(
@@ -154,17 +146,12 @@ def concurrent(port: int, fn_index: int, n: int, tokens: int, rounds: int) -> di
                     return_exceptions=True,
                 )
                 wall += time.perf_counter() - t0
-                total += tokens_total(port) - before
+                total += sse_clients.tokens_total(url) - before
                 ttfts += [r["ttft"] for r in results if isinstance(r, dict)]
                 errors += [f"{type(r).__name__}: {r}" for r in results if isinstance(r, Exception)]
             return {"rate": total / wall, "ttfts": ttfts, "errors": errors}
 
     return asyncio.run(run())
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(q / 100 * len(xs)) - 1))]
 
 
 def med(xs) -> float:
@@ -210,6 +197,7 @@ def main() -> int:
         )
 
         port = free_port()
+        base = f"http://127.0.0.1:{port}/"
         env = {**os.environ, "WORKBENCH_MODEL": str(model), "WORKBENCH_PROJECT": str(REPO)}
         env.pop("WORKBENCH_APP_AUTH", None)
         t0 = time.perf_counter()
@@ -248,7 +236,7 @@ def main() -> int:
                     print(proc.stderr.read(), file=sys.stderr)
                     return 1
                 try:
-                    code, body = http_get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    code, body = http_get(base + "healthz", timeout=1)
                 except OSError:
                     code = None
                 if code and port_s is None:
@@ -266,21 +254,21 @@ def main() -> int:
                 raw.stdin.flush()
                 return json.loads(raw.stdout.readline())
 
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client = Client(base, verbose=False)
             raw_once()
             stream_once(client, tokens)  # warm both paths
-            fn_index = sse_clients.fn_index(f"http://127.0.0.1:{port}/", "generate")
+            fn_index = sse_clients.fn_index(base, "generate")
             sse_once(port, fn_index, tokens)
             raws, streams, sses = [], [], []
             for _ in range(args.trials):
                 raws.append(raw_once())
-                before = tokens_total(port)
+                before = sse_clients.tokens_total(base)
                 s = sse_once(port, fn_index, tokens)
-                s["tokens"] = tokens_total(port) - before
+                s["tokens"] = sse_clients.tokens_total(base) - before
                 sses.append(s)
-                before = tokens_total(port)
+                before = sse_clients.tokens_total(base)
                 s = stream_once(client, tokens)
-                s["tokens"] = tokens_total(port) - before
+                s["tokens"] = sse_clients.tokens_total(base) - before
                 streams.append(s)
             raw.stdin.close()
             raw.wait(timeout=10)
@@ -336,7 +324,7 @@ def main() -> int:
     print(f"{'concurrent streaming clients':30}{'tok/s':>9}{'vs 1':>7}{'TTFT p50':>10}{'p99':>8}")
     for n, tier in tiers.items():
         errs = f"   {len(tier['errors'])} errors: {tier['errors'][0]}" if tier["errors"] else ""
-        p50, p99 = (percentile(tier["ttfts"], q) * 1000 for q in (50, 99))
+        p50, p99 = (sse_clients.percentile(tier["ttfts"], q) * 1000 for q in (50, 99))
         print(
             f"{n:>28}  {tier['rate']:9.1f}{tier['rate'] / single:6.2f}x{p50:8.0f}ms{p99:6.0f}ms"
             + errs

@@ -1,5 +1,6 @@
-"""Streaming clients that speak Gradio's queue protocol as its browser client does: POST
-/gradio_api/queue/join, then read /gradio_api/queue/data as server-sent events.
+"""Clients for measuring a served app: streams that speak Gradio's queue protocol as its
+browser client does (POST /gradio_api/queue/join, then read /gradio_api/queue/data as
+server-sent events), the app's token counter, percentiles.
 
 Light enough that 32 of them in one asyncio process leave the CPU to the server under test
 (gradio_client polls each job every millisecond from a thread of its own). Used by
@@ -9,6 +10,8 @@ bench/serving.py and tests/reliability/.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import urllib.request
 import uuid
@@ -53,3 +56,17 @@ async def stream(http, fn: int, data: list, session: str | None = None) -> dict:
     done = time.perf_counter()
     text = (output.get("data") or [None])[0]
     return {"ttft": (first or done) - t0, "wall": done - t0, "text": text}
+
+
+def tokens_total(base_url: str) -> float:
+    """workbench_tokens_total from the app's /metrics: tokens generated since it started."""
+    with urllib.request.urlopen(base_url.rstrip("/") + "/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    m = re.search(r"^workbench_tokens_total\{[^}]*\} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """The nearest-rank q-th percentile."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q / 100 * len(xs)) - 1))]

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import gradio_client
 import pytest
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = REPO / "workbench" / "app_runner.py"
@@ -88,12 +88,6 @@ with gr.Blocks() as demo:
     out = gr.Textbox()
     gr.Button().click(echo, box, out, api_name="echo")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str, host: str | None = None, timeout: float = 5) -> tuple[int, str]:

@@ -21,8 +21,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from workbench import serving
 
 QUICK_FAILURE_S = 10.0  # a child that exits sooner than this failed to start
 MAX_QUICK_FAILURES = 5
@@ -120,12 +121,8 @@ class Supervisor:
     def _healthy(self) -> bool:
         if time.time() - self.state["last_start"] > SPARE_AFTER_S:
             return True
-        url = self.service["url"] + "healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=0.5) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        url = serving.health_url(self.service["kind"], self.service["port"])
+        return serving.probe(url, timeout=0.5) == "healthy"
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 import report
-from conftest import REPO, workbench
+from conftest import REPO, free_port, workbench
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_apps import BUILD_GPT
@@ -44,12 +43,6 @@ TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 SOAK_S = float(os.environ.get("WORKBENCH_SOAK_S", "60"))
 SOAK_CLIENTS = 32
 PROMPT = "The try statement"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -159,22 +152,11 @@ def rss_kb(pid: int) -> int:
     return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
 
 
-def tokens_total(url: str) -> float:
-    text = httpx.get(url + "metrics", timeout=5).text
-    m = re.search(r"^workbench_tokens_total\{[^}]*\} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q / 100 * len(xs)))]
-
-
 def test_soak_32_streaming_clients(served: Served) -> None:
     """32 clients stream for SOAK_S: no request fails, the app's memory stays flat."""
     pid = served.ps()["chat"]["pid"]
     load = Load(served.url(), SOAK_CLIENTS)
-    tokens_before = tokens_total(served.url())
+    tokens_before = sse_clients.tokens_total(served.url())
     t0 = time.monotonic()
     thread = load.start()
     warm_in = min(15.0, SOAK_S / 4)  # allocator arenas and caches fill up first
@@ -188,7 +170,7 @@ def test_soak_32_streaming_clients(served: Served) -> None:
     load.stop.set()
     thread.join(timeout=120)
     wall = time.monotonic() - t0
-    tokens = tokens_total(served.url()) - tokens_before
+    tokens = sse_clients.tokens_total(served.url()) - tokens_before
     growth = rss_end / rss_start - 1
     report.record(
         "soak",
@@ -199,7 +181,7 @@ def test_soak_32_streaming_clients(served: Served) -> None:
         busy=load.busy,
         tok_per_s=round(tokens / wall, 1),
         ttft_p50_ms=round(statistics.median(load.ttfts) * 1000),
-        ttft_p99_ms=round(percentile(load.ttfts, 99) * 1000),
+        ttft_p99_ms=round(sse_clients.percentile(load.ttfts, 99) * 1000),
         rss_start_mb=round(rss_start / 1024, 1),
         rss_end_mb=round(rss_end / 1024, 1),
         rss_peak_mb=round(rss_peak / 1024, 1),
