@@ -46,7 +46,7 @@ def main() -> int:
                 capture_output=True,
                 text=True,
             ).stdout
-        )
+        )["data"]
         venv = Path(tmp) / "pip-venv"
         pip = timed([sys.executable, "-m", "venv", str(venv)], project)
         pip += timed([str(venv / "bin" / "pip"), "install", "--quiet", *plan["packages"]], project)

@@ -1,4 +1,4 @@
-"""Serving overhead of the chat app (gradio_apps/chat.py behind workbench/app_runner.py).
+"""Serving overhead of the chat app (gradio_apps/chat.py behind workbench.runtime.app_runner).
 
 Prints side by side, in one run (about 3 minutes on 2 cores):
   cold start: runner start -> port answers (503) -> /healthz 200       (goal <= 4 s)
@@ -37,7 +37,7 @@ import sse_clients
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
-RUNNER = REPO / "workbench" / "app_runner.py"
+RUNNER = ("-m", "workbench.runtime.app_runner")  # run by the env's interpreter
 APP = REPO / "gradio_apps" / "chat.py"
 PROMPT = "The try statement"
 
@@ -204,7 +204,7 @@ def main() -> int:
         proc = subprocess.Popen(
             [
                 str(PYTHON),
-                str(RUNNER),
+                *RUNNER,
                 "--app",
                 str(APP),
                 "--name",

@@ -48,15 +48,7 @@ from transformers import (
 )
 from transformers.generation.continuous_batching.continuous_api import OutputRouter
 
-try:  # provided by the workbench app runner; a no-op when this file runs standalone
-    from workbench_appstats import stats
-except ImportError:  # pragma: no cover - standalone run
-
-    class _NoStats:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-    stats = _NoStats()
+from workbench.runtime.stats import stats
 
 PROJECT = Path(os.environ.get("WORKBENCH_PROJECT") or Path(__file__).resolve().parent.parent)
 MODEL = os.environ.get("WORKBENCH_MODEL") or str(PROJECT / "models" / "tiny-gpt")

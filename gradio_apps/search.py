@@ -24,15 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-try:  # provided by the workbench app runner; a no-op when this file runs standalone
-    from workbench_appstats import stats
-except ImportError:  # pragma: no cover - standalone run
-
-    class _NoStats:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-    stats = _NoStats()
+from workbench.runtime.stats import stats
 
 PROJECT = Path(os.environ.get("WORKBENCH_PROJECT") or Path(__file__).resolve().parent.parent)
 INDEX = Path(os.environ.get("WORKBENCH_INDEX") or PROJECT / "models" / "pydoc-index")

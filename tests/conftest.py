@@ -1,6 +1,7 @@
 """Shared helpers: run the real CLI in a subprocess, make throwaway projects, drive kernels."""
 
 import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -40,6 +41,13 @@ def workbench(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
         text=True,
         timeout=600,
     )
+
+
+def json_data(stdout: str) -> object:
+    """The data of a command's --json output, checking the envelope every command prints."""
+    payload = json.loads(stdout)
+    assert payload["schema"] == 1 and "data" in payload and "command" in payload, payload
+    return payload["data"]
 
 
 def write_env(root: Path, name: str, body: str) -> Path:

@@ -24,7 +24,7 @@ import pytest
 from conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-RUNNER = REPO / "workbench" / "app_runner.py"
+RUNNER = ("-m", "workbench.runtime.app_runner")  # run by the env's interpreter
 TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 EMBED = REPO / ".workbench" / "envs" / "embed" / "bin" / "python"
 START_TIMEOUT = 150
@@ -112,7 +112,7 @@ class App:
         self.proc = subprocess.Popen(
             [
                 str(python),
-                str(RUNNER),
+                *RUNNER,
                 "--app",
                 str(app),
                 "--name",
@@ -351,7 +351,7 @@ def test_import_failure_exits_2_with_the_error(tmp_path):
     proc = subprocess.run(
         [
             str(TEXTGEN),
-            str(RUNNER),
+            *RUNNER,
             "--app",
             str(bad),
             "--name",
@@ -375,7 +375,7 @@ def test_missing_model_names_the_notebook(tmp_path):
     proc = subprocess.run(
         [
             str(TEXTGEN),
-            str(RUNNER),
+            *RUNNER,
             "--app",
             str(REPO / "gradio_apps" / "chat.py"),
             "--name",

@@ -1,9 +1,8 @@
 """`workbench env plan`, `--help` and usage errors, through the real CLI (nothing is built)."""
 
-import json
 from pathlib import Path
 
-from tests.conftest import workbench, write_env
+from tests.conftest import json_data, workbench, write_env
 
 
 def test_plan_json_maps_drops_and_keeps_pip_options(project: Path) -> None:
@@ -28,7 +27,7 @@ def test_plan_json_maps_drops_and_keeps_pip_options(project: Path) -> None:
     )
     proc = workbench("env", "plan", "gpu", "--backend", "uv", "--json", cwd=project)
     assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = json_data(proc.stdout)
     assert {"backend", "python", "packages", "dropped", "pip_options"} <= set(plan)
     assert plan["backend"] == "uv" and plan["python"].startswith("3.11.")
     # name=version=build is an exact version in conda
@@ -47,7 +46,7 @@ def test_plan_takes_a_spec_file_outside_any_project(tmp_path: Path) -> None:
     spec = write_env(tmp_path, "loose", "dependencies: [python=3.11, numpy]\n")
     proc = workbench("env", "plan", str(spec), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["packages"] == ["numpy", "ipykernel"]
+    assert json_data(proc.stdout)["packages"] == ["numpy", "ipykernel"]
 
 
 def test_plan_honours_machine_pip_config(project: Path, tmp_path: Path) -> None:
@@ -56,7 +55,7 @@ def test_plan_honours_machine_pip_config(project: Path, tmp_path: Path) -> None:
     write_env(project, "a", "dependencies: [python=3.11]\n")
     env = {"PIP_CONFIG_FILE": str(conf), "PIP_FIND_LINKS": "", "XDG_CONFIG_DIRS": str(tmp_path)}
     proc = workbench("env", "plan", "a", "--json", cwd=project, env=env)
-    opts = json.loads(proc.stdout)["pip_options"]
+    opts = json_data(proc.stdout)["pip_options"]
     assert opts[opts.index("--find-links") :][:2] == ["--find-links", "/srv/wheels"]
     assert "file:///srv/simple" in opts
 

@@ -5,14 +5,13 @@ tests pin the exact command lines workbench gives conda, mamba and micromamba, a
 handling of their recorded output.
 """
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import workbench, write_env
+from tests.conftest import json_data, workbench, write_env
 
 FAKE = Path(__file__).parent / "fakes" / "conda"
 SPEC = """
@@ -47,7 +46,7 @@ def test_fake_conda_create_lock_and_locked_install(project: Path, fake: Path, to
     spec = write_env(project, "c", SPEC)
     created = workbench("env", "create", "c", "--backend", tool, "--json", cwd=project)
     assert created.returncode == 0, created.stderr
-    prefix = Path(json.loads(created.stdout)[0]["prefix"])
+    prefix = Path(json_data(created.stdout)[0]["prefix"])
     log = calls(fake)
     assert log[0] == f"{tool} env create --prefix {prefix} --file {spec}"
     assert log[1] == f"{tool} install --yes --prefix {prefix} --channel conda-forge ipykernel"
@@ -76,7 +75,7 @@ def test_fake_micromamba_command_lines(project: Path, fake: Path) -> None:
     spec = write_env(project, "c", SPEC.replace("  - six=1.16", "  - six=1.16\n  - ipykernel"))
     created = workbench("env", "create", "c", "--backend", "micromamba", "--json", cwd=project)
     assert created.returncode == 0, created.stderr
-    prefix = json.loads(created.stdout)[0]["prefix"]
+    prefix = json_data(created.stdout)[0]["prefix"]
     log = calls(fake)
     assert log[0] == f"micromamba create --yes --prefix {prefix} --file {spec}"
     assert not any(" install " in line for line in log)  # the spec already has ipykernel
@@ -97,6 +96,6 @@ def test_fake_conda_failure_keeps_previous_env(project: Path, fake: Path) -> Non
 
 def test_conda_family_is_the_default_where_installed(project: Path, fake: Path) -> None:
     write_env(project, "c", SPEC)
-    plan = json.loads(workbench("env", "plan", "c", "--json", cwd=project).stdout)
+    plan = json_data(workbench("env", "plan", "c", "--json", cwd=project).stdout)
     assert plan["backend"] == "mamba"  # mamba first, then micromamba, then conda
     assert "six=1.16" in plan["packages"] and "ipykernel" in plan["packages"]

@@ -3,9 +3,9 @@
 import pytest
 from rattler import MatchSpec
 
-from workbench.condamap import pep440, to_pypi
+from workbench.envs.condamap import pep440, to_pypi
+from workbench.envs.spec import CondaDep
 from workbench.errors import WorkbenchError
-from workbench.spec import CondaDep
 
 
 def dep(text: str) -> CondaDep:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, workbench
+from tests.conftest import REPO, json_data, workbench
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
@@ -35,7 +35,7 @@ def apps_up(demo_envs: None) -> dict:
             assert made.returncode == 0, made.stderr
     up = workbench("up", cwd=REPO)
     assert up.returncode == 0, up.stderr
-    services = {s["name"]: s for s in json.loads(workbench("ps", "--json", cwd=REPO).stdout)}
+    services = {s["name"]: s for s in json_data(workbench("ps", "--json", cwd=REPO).stdout)}
     yield {"services": services, "up": up}
     workbench("down", "chat", "search", cwd=REPO)
 

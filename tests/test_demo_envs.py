@@ -4,11 +4,9 @@ They pin conflicting stacks on purpose: transformers 5 in textgen, transformers 
 the MiniLM weights package) in embed. Builds go to the repo's gitignored .workbench/.
 """
 
-import json
-
 import pytest
 
-from tests.conftest import REPO, run_in_kernel, workbench
+from tests.conftest import REPO, json_data, run_in_kernel, workbench
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_demo_envs_match_their_locks(demo_envs: None) -> None:
     proc = workbench("env", "check", "--all", "--json", cwd=REPO)
     assert proc.returncode == 0, proc.stdout
-    assert [r["env"] for r in json.loads(proc.stdout)] == ["embed", "textgen"]
+    assert [r["env"] for r in json_data(proc.stdout)] == ["embed", "textgen"]
 
 
 @pytest.mark.parametrize(("env", "major"), [("textgen", "5"), ("embed", "4")])

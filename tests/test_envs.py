@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import run_in_kernel, workbench, write_env
+from tests.conftest import json_data, run_in_kernel, workbench, write_env
 
 SIX_OLD = """
 name: old
@@ -34,7 +34,7 @@ def test_build_register_and_run_kernel(project: Path) -> None:
     write_env(project, "old", SIX_OLD)
     proc = workbench("env", "create", "old", "--json", cwd=project)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)[0]
+    result = json_data(proc.stdout)[0]
     assert result["status"] == "built" and result["kernel"] == "wb-old"
 
     kernel_json = project / ".workbench/jupyter/kernels/wb-old/kernel.json"
@@ -64,7 +64,7 @@ def test_unchanged_spec_is_a_no_op(project: Path) -> None:
     assert workbench("env", "create", "old", cwd=project).returncode == 0
     prefix = active(project, "old")
     again = workbench("env", "create", "old", "--json", cwd=project)
-    assert json.loads(again.stdout)[0]["status"] == "unchanged"
+    assert json_data(again.stdout)[0]["status"] == "unchanged"
     assert active(project, "old") == prefix
 
 
@@ -74,7 +74,7 @@ def test_conflicting_pins_each_kernel_sees_its_own(project: Path) -> None:
     assert workbench("env", "create", "--all", cwd=project).returncode == 0
     assert run_in_kernel("wb-old", "import six; print(six.__version__)").strip() == "1.16.0"
     assert run_in_kernel("wb-new", "import six; print(six.__version__)").strip() == "1.17.0"
-    listed = json.loads(workbench("env", "list", "--json", cwd=project).stdout)
+    listed = json_data(workbench("env", "list", "--json", cwd=project).stdout)
     assert [(e["name"], e["built"], e["kernel"]) for e in listed] == [
         ("new", True, "wb-new"),
         ("old", True, "wb-old"),
@@ -89,7 +89,7 @@ def test_lock_locked_install_and_drift(project: Path) -> None:
 
     created = workbench("env", "create", "old", "--locked", "--json", cwd=project)
     assert created.returncode == 0, created.stderr
-    assert json.loads(created.stdout)[0]["record"]["from_lock"] is True
+    assert json_data(created.stdout)[0]["record"]["from_lock"] is True
     assert workbench("env", "check", "old", cwd=project).returncode == 0
 
     python = active(project, "old") / "bin" / "python"
@@ -100,7 +100,7 @@ def test_lock_locked_install_and_drift(project: Path) -> None:
     )
     drift = workbench("env", "check", "old", "--json", cwd=project)
     assert drift.returncode == 1
-    report = json.loads(drift.stdout)[0]
+    report = json_data(drift.stdout)[0]
     assert [a["name"] for a in report["added"]] == ["idna"]
     assert report["removed"] == [] and report["changed"] == []
     human = workbench("env", "check", "old", cwd=project)
@@ -147,7 +147,7 @@ def test_rebuild_switches_kernel_and_keeps_one_previous_build(project: Path) -> 
     # Going back to the first spec reuses its build instead of building again.
     path.write_text(SIX_OLD)
     back = workbench("env", "create", "old", "--json", cwd=project)
-    assert json.loads(back.stdout)[0]["status"] == "reactivated"
+    assert json_data(back.stdout)[0]["status"] == "reactivated"
     assert active(project, "old") == first
 
 
@@ -160,7 +160,7 @@ def test_rm_and_prune(project: Path) -> None:
     assert not list((project / ".workbench/builds").glob("new-*"))
 
     (project / "envs/old.yml").unlink()  # the env is gone from the project
-    pruned = json.loads(workbench("kernels", "--prune", "--json", cwd=project).stdout)
+    pruned = json_data(workbench("kernels", "--prune", "--json", cwd=project).stdout)
     assert [k["name"] for k in pruned["pruned"]] == ["wb-old"]
     assert pruned["kernels"] == []
 
@@ -171,7 +171,7 @@ def test_user_wide_kernel_is_prefixed_with_project(project: Path, tmp_path: Path
     folder = tmp_path / "user-jupyter" / "kernels" / "wb-testproj-old"
     spec = json.loads((folder / "kernel.json").read_text())
     assert spec["display_name"] == "Python 3.11 (old, testproj)"
-    listed = json.loads(workbench("kernels", "--json", cwd=project).stdout)["kernels"]
+    listed = json_data(workbench("kernels", "--json", cwd=project).stdout)["kernels"]
     assert {(k["name"], k["scope"]) for k in listed} >= {("wb-testproj-old", "user")}
 
 
@@ -300,10 +300,43 @@ def test_interrupted_builds_leave_previous_env_working(project: Path) -> None:
     proc.wait(timeout=60)
     assert active(project, "old") == prefix
     assert run_in_kernel("wb-old", "import six; print(six.__version__)").strip() == "1.16.0"
-    listed = json.loads(workbench("env", "list", "--json", cwd=project).stdout)[0]
+    listed = json_data(workbench("env", "list", "--json", cwd=project).stdout)[0]
     assert listed["built"] and listed["prefix"] == str(prefix)
 
     # ... and the next build sweeps it away.
     assert workbench("env", "create", "old", cwd=project).returncode == 0
     assert not partial.exists()
     assert run_in_kernel("wb-old", "import six; print(six.__version__)").strip() == "1.17.0"
+
+
+def test_env_named_with_capitals_runs_under_the_kernel_name_jupyter_lists(project: Path) -> None:
+    """Jupyter lists kernel names in lower case: env TextGen's kernel is wb-textgen, which
+    JupyterLab saves into notebooks, and `workbench run` takes it (it refused wb-textgen
+    when the kernel was registered as wb-TextGen)."""
+    import nbformat
+
+    write_env(project, "TextGen", "dependencies:\n  - python=3.11\n")
+    created = workbench("env", "create", "TextGen", "--json", cwd=project)
+    assert created.returncode == 0, created.stderr
+    assert json_data(created.stdout)[0]["kernel"] == "wb-textgen"
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyter_client.kernelspecapp", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert "wb-textgen" in json.loads(listing.stdout)["kernelspecs"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os; print(os.environ['WORKBENCH_ENV'])")]
+    nb.metadata["kernelspec"] = {"name": "wb-textgen", "display_name": "x", "language": "python"}
+    nbformat.write(nb, project / "saved-by-lab.ipynb")
+    ran = workbench("run", "saved-by-lab.ipynb", "--json", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+    record = json_data(ran.stdout)
+    assert (record["env"], record["kernel"]) == ("TextGen", "wb-textgen")
+    again = workbench("env", "create", "TextGen", "--json", cwd=project)
+    assert json_data(again.stdout)[0]["status"] == "unchanged"
+
+    write_env(project, "textgen", "dependencies:\n  - python=3.11\n")
+    clash = workbench("env", "list", cwd=project)
+    assert clash.returncode == 2 and "differ only in case" in clash.stderr

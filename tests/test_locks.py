@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import locks
+from workbench.envs import locks
 from workbench.errors import WorkbenchError
 
 UV_BODY = """idna==3.10 \\

@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import workbench, write_env
-from workbench import notebooks
+from tests.conftest import json_data, workbench, write_env
 from workbench.errors import WorkbenchError
+from workbench.notebooks import parameters
 
 TINY = "dependencies:\n  - python=3.11\n  - six==1.16.0\n"
 
@@ -69,7 +69,7 @@ def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_json(proj: Path, *args: str) -> tuple[int, dict]:
     proc = workbench("run", *args, "--json", cwd=proj)
-    return proc.returncode, json.loads(proc.stdout)
+    return proc.returncode, json_data(proc.stdout)
 
 
 def test_run_writes_complete_record_and_output(proj: Path) -> None:
@@ -107,7 +107,9 @@ def test_failing_cell_is_named_with_line_and_traceback(proj: Path) -> None:
     )
     proc = workbench("run", str(nb), cwd=proj)
     assert proc.returncode == 1
-    assert "ValueError in cell 3, line 2: raise ValueError('broken on purpose')" in proc.stderr
+    # the one summary `workbench run` and `workbench test` both print
+    summary = "failed at cell 3 (line 2: raise ValueError('broken on purpose')): ValueError:"
+    assert f"{summary} broken on purpose" in proc.stderr
     assert "Traceback" in proc.stderr
     record = json.loads(sorted((proj / "runs").glob("*fail*/record.json"))[-1].read_text())
     assert record["status"] == "failed" and record["error"]["cell"] == 3
@@ -153,19 +155,19 @@ def test_values_papermill_cannot_write_as_literals_are_refused(kind: str, value:
     """Found by fuzzing: `-p items '[!!binary …]'` ran code in the kernel (papermill pastes
     str() of bytes and sets between quotes, unescaped); dates and sets failed as "kernel
     could not start", deep nesting raised RecursionError. Each is now one line, exit 2."""
-    declared = {"p": notebooks.Parameter("p", kind, "None", "")}
+    declared = {"p": parameters.Parameter("p", kind, "None", "")}
     with pytest.raises(WorkbenchError) as err:
-        notebooks.coerce(Path("nb.ipynb"), declared, {"p": value})
+        parameters.coerce(Path("nb.ipynb"), declared, {"p": value})
     assert err.value.message.startswith("nb.ipynb: parameter p=")
     assert f"expected {kind}" in err.value.message and len(err.value.message) < 500
 
 
 def test_plain_values_keep_their_types() -> None:
     declared = {
-        n: notebooks.Parameter(n, t, "None", "") for n, t in [("a", "list"), ("b", "NoneType")]
+        n: parameters.Parameter(n, t, "None", "") for n, t in [("a", "list"), ("b", "NoneType")]
     }
     raw = {"a": '[1, "x", {"k": [null, 1.5, .nan]}]', "b": "{a: [1, 2]}"}
-    values = notebooks.coerce(Path("nb.ipynb"), declared, raw)
+    values = parameters.coerce(Path("nb.ipynb"), declared, raw)
     assert values["a"][:2] == [1, "x"] and values["b"] == {"a": [1, 2]}
 
 
@@ -242,9 +244,9 @@ def test_runs_list_show_compare_and_plot(proj: Path, tmp_path: Path) -> None:
         proj / "notebooks/sweep.ipynb", "from workbench import record\nrecord('loss', 10 / x)"
     )
     ids = [run_json(proj, str(nb), "-p", "x", str(x))[1]["id"] for x in (1, 2, 5)]
-    listed = json.loads(workbench("runs", "--json", cwd=proj).stdout)
+    listed = json_data(workbench("runs", "--json", cwd=proj).stdout)
     assert set(ids) <= {r["id"] for r in listed}
-    shown = json.loads(workbench("runs", "show", ids[1], "--json", cwd=proj).stdout)
+    shown = json_data(workbench("runs", "show", ids[1], "--json", cwd=proj).stdout)
     assert shown["metrics"] == {"loss": 5.0}
     plot = tmp_path / "loss.png"
     proc = workbench("runs", "compare", *ids, "--plot", str(plot), cwd=proj)
@@ -306,53 +308,33 @@ def test_nbval_checks_stored_outputs_with_sanitizer(proj: Path) -> None:
     assert workbench("test", str(path), "--nbval", cwd=proj).returncode == 1
 
 
-def test_plain_pytest_collects_notebooks(proj: Path, tmp_path: Path) -> None:
+def test_pytest_collects_notebooks_only_when_asked(proj: Path, tmp_path: Path) -> None:
+    """The plugin loads in every pytest run where workbench is installed: it collects
+    notebooks only with --workbench-notebooks (as nbval waits for --nbval)."""
     suite = proj / "pytest-suite"
     notebook(suite / "alpha.ipynb", "print(x)")
     notebook(suite / "beta.ipynb", "assert x == 2, 'x must be 2'")
     junit = tmp_path / "pytest.xml"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(suite),
-            "-p",
-            "no:cacheprovider",
-            "--junitxml",
-            str(junit),
-            "--rootdir",
-            str(proj),
-        ],
-        cwd=proj,
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=300,
-    )
+    base = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider"]
+
+    def pytest(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*base, *extra, "--rootdir", str(proj)],
+            cwd=proj,
+            capture_output=True,
+            text=True,
+            env=os.environ,
+            timeout=300,
+        )
+
+    unasked = pytest()
+    assert unasked.returncode == 5 and "no tests ran" in unasked.stdout, unasked.stdout
+    proc = pytest("--workbench-notebooks", "--workbench-timeout", "120", "--junitxml", str(junit))
     assert proc.returncode == 1
     assert "1 passed" in proc.stdout and "1 failed" in proc.stdout
     assert "x must be 2" in proc.stdout
     assert junit.read_text().count("<testcase") == 2
-    only = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(suite),
-            "-p",
-            "no:cacheprovider",
-            "-k",
-            "alpha",
-            "--rootdir",
-            str(proj),
-        ],
-        cwd=proj,
-        capture_output=True,
-        text=True,
-        env=os.environ,
-        timeout=300,
-    )
+    only = pytest("--workbench-notebooks", "-k", "alpha")
     assert only.returncode == 0 and "1 passed, 1 deselected" in only.stdout
 
 
@@ -387,6 +369,45 @@ def test_papermill_engine_writes_a_run_record(proj: Path, tmp_path: Path) -> Non
     assert [(r["status"], r["parameters"], r["metrics"], r["output"]) for r in records] == [
         ("ok", {"x": 4}, {"twice": 8.0}, str(out))
     ]
+
+
+def test_papermill_engine_keeps_no_secret_and_records_a_failed_cell(
+    proj: Path, tmp_path: Path
+) -> None:
+    """Stock papermill with the workbench engine goes through the same run lifecycle as
+    `workbench run`: the key reaches the kernel, but neither the output notebook (at the
+    end and in the copies saved after each cell) nor the record holds it; a failing cell
+    makes a failed record that names it."""
+    nb = notebook(
+        proj / "notebooks/keyed.ipynb",
+        "import time\nprint(len(api_key))\ntime.sleep(1)",
+        "raise ValueError('after the key')",
+    )
+    out = tmp_path / "keyed-out.ipynb"
+    key = "sk-" + "9" * 40
+    cmd = [sys.executable, "-m", "papermill", "--engine", "workbench", str(nb), str(out)]
+    run = subprocess.Popen(
+        [*cmd, "-k", "wb-tiny", "-p", "x", "1", "-p", "api_key", key],
+        cwd=proj,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    seen: list[str] = []
+    while run.poll() is None:
+        if out.is_file():
+            seen.append(out.read_text())
+        time.sleep(0.05)
+    _, stderr = run.communicate()
+    assert run.returncode == 1 and "after the key" in stderr
+    final = out.read_text()
+    assert key not in final and all(key not in text for text in seen) and len(seen) > 3
+    assert "<redacted>" in final and '"43\\n"' in final  # the kernel had the real key
+    (record,) = [json.loads(p.read_text()) for p in (proj / "runs").glob("*keyed*/record.json")]
+    assert key not in json.dumps(record)
+    assert record["status"] == "failed" and record["error"]["ename"] == "ValueError"
+    assert record["error"]["cell"] == 3 and record["version"] == 1
 
 
 def test_notebook_runs_after_the_notebooks_it_needs(proj: Path) -> None:

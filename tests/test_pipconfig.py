@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from workbench import pipconfig
+from workbench.envs import pipconfig
 
 
 def test_files_and_variables_merge_like_pip(tmp_path: Path) -> None:

@@ -30,8 +30,15 @@ from urllib.parse import quote
 import nbformat
 import pytest
 
-from tests.conftest import Listener, free_port, listening_sockets, process_tree, workbench
-from workbench import runs
+from tests.conftest import (
+    Listener,
+    free_port,
+    json_data,
+    listening_sockets,
+    process_tree,
+    workbench,
+)
+from workbench.notebooks import records
 
 AUTH = "ada:" + secrets.token_urlsafe(16)  # the app's login, given as WORKBENCH_AUTH
 API_KEY = "sk-" + secrets.token_urlsafe(16)  # a notebook parameter: `-p api_key ...`
@@ -168,7 +175,7 @@ def stack(gradio_project: Path, tmp_path_factory: pytest.TempPathFactory):
         lab_out, lab_err = lab.communicate(timeout=START_TIMEOUT)
         assert lab.returncode == 0, lab_err.decode()
         token = re.search(rb"token=(\S+)", lab_err)[1].decode()
-        ps = {s["name"]: s for s in json.loads(workbench("ps", "--json", cwd=root).stdout)}
+        ps = {s["name"]: s for s in json_data(workbench("ps", "--json", cwd=root).stdout)}
         stack = Stack(
             root=root,
             home=home,
@@ -273,8 +280,8 @@ def test_no_credential_in_logs_ps_cmdlines_or_run_records(stack: Stack) -> None:
         (what, where) for what, s in secrets_.items() for where, text in places.items() if s in text
     ]
     assert not leaks
-    record = json.loads(stack.run.stdout)
-    assert record["status"] == "ok" and record["parameters"] == {"api_key": runs.REDACTED}
+    record = json_data(stack.run.stdout)
+    assert record["status"] == "ok" and record["parameters"] == {"api_key": records.REDACTED}
 
 
 def test_gradio_file_routes_stay_inside_the_app(stack: Stack) -> None:
@@ -374,7 +381,7 @@ def test_lab_refuses_to_run_when_a_jupyter_config_drops_the_token(
         assert proc.returncode == 2, proc.stderr
         assert "answered without its token" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
-        assert json.loads(workbench("ps", "--json", cwd=project).stdout) == []
+        assert json_data(workbench("ps", "--json", cwd=project).stdout) == []
     finally:
         workbench("down", cwd=project)
 
@@ -416,14 +423,14 @@ def test_public_bind_without_auth_is_refused(stack: Stack) -> None:
 )
 def test_secret_parameter_names(name: str, secret: bool) -> None:
     """Names that hold credentials are recognised; ML names that merely say "token" are not."""
-    assert runs.is_secret(name) is secret
+    assert records.is_secret(name) is secret
 
 
 def test_records_and_output_notebooks_redact_secret_parameters() -> None:
     """Only non-empty string values of secret names are redacted, in the record and in the
     metadata and injected cell papermill writes into the output notebook."""
     params = {"hf_token": "hf_abc", "steps": 3, "auth": "", "max_tokens": "64"}
-    assert runs.redacted(params) == {**params, "hf_token": runs.REDACTED}
+    assert records.redacted(params) == {**params, "hf_token": records.REDACTED}
     nb = {
         "metadata": {"papermill": {"parameters": dict(params)}},
         "cells": [
@@ -439,8 +446,8 @@ def test_records_and_output_notebooks_redact_secret_parameters() -> None:
             {"metadata": {}, "source": 'print("hf_token = hf_abc stays: the notebook wrote it")'},
         ],
     }
-    runs.redact_notebook(nb)
-    assert nb["metadata"]["papermill"]["parameters"]["hf_token"] == runs.REDACTED
+    records.redact_notebook(nb)
+    assert nb["metadata"]["papermill"]["parameters"]["hf_token"] == records.REDACTED
     injected = "".join(nb["cells"][0]["source"])
     assert "hf_abc" not in injected and "steps = 3\n" in injected and "max_tokens" in injected
     assert "hf_abc" in nb["cells"][1]["source"]

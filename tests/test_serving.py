@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import listening_ports, workbench, write_env
+from tests.conftest import json_data, listening_ports, workbench, write_env
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -113,13 +113,13 @@ def test_lab_lists_project_kernels_needs_token_binds_loopback(lab_project: Path)
     assert status == 200 and "wb-tiny" in json.loads(body)["kernelspecs"]
     assert get(f"http://127.0.0.1:{port}/api/kernelspecs")[0] == 403  # the token is required
 
-    ps = json.loads(workbench("ps", "--json", cwd=lab_project).stdout)
+    ps = json_data(workbench("ps", "--json", cwd=lab_project).stdout)
     assert [(s["name"], s["health"]) for s in ps] == [("lab", "healthy")]
     assert token not in json.dumps(ps)  # no credentials in ps
     assert set(listening_ports(ps[0]["pid"]).values()) == {"127.0.0.1"}
 
     assert workbench("down", "lab", cwd=lab_project).returncode == 0
-    assert json.loads(workbench("ps", "--json", cwd=lab_project).stdout) == []
+    assert json_data(workbench("ps", "--json", cwd=lab_project).stdout) == []
 
 
 def test_tunnel_print_and_laptop_tunnel_through_real_sshd(
@@ -128,7 +128,7 @@ def test_tunnel_print_and_laptop_tunnel_through_real_sshd(
     proc = workbench("lab", "--detach", cwd=lab_project)
     assert proc.returncode == 0, proc.stderr
     token = re.search(r"token=(\S+)", proc.stderr)[1]
-    lab_port = json.loads(workbench("ps", "--json", cwd=lab_project).stdout)[0]["port"]
+    lab_port = json_data(workbench("ps", "--json", cwd=lab_project).stdout)[0]["port"]
 
     printed = workbench("tunnel", "--print", "me@gpu-server", cwd=lab_project).stdout.strip()
     assert printed == f"ssh -N -L 127.0.0.1:{lab_port}:127.0.0.1:{lab_port} me@gpu-server"

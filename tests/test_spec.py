@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_env
-from workbench import spec as specs
+from workbench.envs import spec as specs
 from workbench.errors import WorkbenchError
 
 FULL = """

@@ -1,6 +1,5 @@
 """`workbench up/ps/down/logs/serve` with a tiny Gradio app under the real supervisor and runner."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, workbench
+from tests.conftest import free_port, json_data, workbench
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def app_project(gradio_project: Path) -> Path:
 
 
 def ps(root: Path) -> dict:
-    return {s["name"]: s for s in json.loads(workbench("ps", "--json", cwd=root).stdout)}
+    return {s["name"]: s for s in json_data(workbench("ps", "--json", cwd=root).stdout)}
 
 
 def test_up_ps_restart_logs_down(app_project: Path) -> None:

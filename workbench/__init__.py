@@ -1,37 +1,10 @@
-"""workbench: env specs to isolated envs, locks and Jupyter kernels.
+"""workbench: env specs to isolated envs, locks, Jupyter kernels, recorded runs and services.
 
-This module stays stdlib-only: every env kernel can `from workbench import record`
-(a .pth file in each env points at it) without the tool's own dependencies.
+This module stays stdlib-only: every env links it with workbench/runtime/ (see there), so
+notebooks in any env kernel can `from workbench import record`.
 """
 
-import math
+from workbench.runtime.record import record
 
 __version__ = "0.1.0"
-
-METRIC_MIME = "application/vnd.workbench.metric+json"
-
-
-def record(name: str, value: float) -> float:
-    """Record a metric of this notebook run; it lands in the run record under runs/.
-
-    In a kernel the metric is a display output (so it is kept in the output notebook,
-    even when a later cell fails); elsewhere it is printed.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"metric name must be a non-empty string, not {name!r}")
-    number = float(value)
-    text = f"metric {name} = {number:.6g}"
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:
-        shell = None
-    if shell is None:
-        print(text)
-        return number
-    from IPython.display import display
-
-    stored = number if math.isfinite(number) else str(number)
-    display({METRIC_MIME: {"name": name, "value": stored}, "text/plain": text}, raw=True)
-    return number
+__all__ = ["record"]

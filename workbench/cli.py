@@ -1,4 +1,4 @@
-"""The `workbench` command: parses arguments and dispatches; the work is elsewhere."""
+"""The `workbench` command: parses arguments, dispatches, renders the result."""
 
 import argparse
 import logging
@@ -6,10 +6,10 @@ import signal
 import sys
 from pathlib import Path
 
-from workbench import __version__
+from workbench import __version__, results
 from workbench import project as projects
 from workbench.commands import env, kernels, run, serve, test
-from workbench.errors import WorkbenchError
+from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
 a lock and a Jupyter kernel (wb-NAME).
@@ -26,31 +26,40 @@ Common flows:
   workbench up && workbench ps        start the Gradio apps in the background, check them
   workbench tunnel --print            the ssh -L line that reaches lab and apps
 
+--project and -v go before or after the command. --json prints one object with a
+"schema" version and the command's data (or its error).
 Exit codes: 0 success, 1 a check or build failed, 2 usage or bad input."""
 
 
-def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _options(default: object) -> argparse.ArgumentParser:
+    """--project and -v; given after a command they must not reset what was given before
+    it, so the commands' copies default to SUPPRESS (not set at all)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--project",
         type=Path,
         metavar="PATH",
+        default=default,
         help="project root (default: nearest folder with workbench.toml)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    options.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log every command run"
+    )
+    return options
+
+
+def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="workbench",
         description=DESCRIPTION,
-        parents=[common],
+        parents=[_options(None)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    env.add_parser(sub, common)
-    kernels.add_parser(sub, common)
-    run.add_parser(sub, common)
-    test.add_parser(sub, common)
-    serve.add_parser(sub, common)
+    common = _options(argparse.SUPPRESS)
+    for module in (env, kernels, run, test, serve):
+        module.add_parser(sub, common)
     return top
 
 
@@ -69,15 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
+    command = " ".join(filter(None, (args.command, getattr(args, "verb", None))))
+    as_json = getattr(args, "json", False)
     try:
-        return args.handler(args, _project(args))
+        result = args.handler(args, _project(args))
     except WorkbenchError as exc:
-        from workbench.console import error
-
-        error(exc.message)
+        results.fail(exc, command, as_json)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
+    results.emit(result, command, as_json)
+    return result.code
 
 
 def _project(args: argparse.Namespace) -> projects.Project | None:

@@ -1,6 +1,5 @@
 """Output for people (rich, on a terminal) and for programs (--json)."""
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -11,15 +10,11 @@ from rich.markup import escape
 
 from workbench.errors import printable
 
-__all__ = ["err", "escape", "out", "print_json", "progress", "warn", "error"]
+__all__ = ["err", "escape", "out", "progress", "warn", "error"]
 
 # Off a terminal rich assumes 80 columns and truncates table cells (ids, URLs): be wider.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def warn(message: str) -> None:

@@ -1,7 +1,10 @@
 """The one error type that carries a message for the user, and how values are shown in it."""
 
-USAGE = 2
+from workbench.runtime import EXIT_USAGE
+
+USAGE = EXIT_USAGE
 CHECK_FAILED = 1
+INTERRUPTED = 130
 
 
 class WorkbenchError(Exception):

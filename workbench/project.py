@@ -3,12 +3,12 @@
 import difflib
 import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import WorkbenchError, excerpt
+from workbench.textfiles import read_text
 
 MANIFEST = "workbench.toml"
 STATE_DIR = ".workbench"
@@ -73,13 +73,39 @@ class Project:
         return self.state_dir / "jupyter"
 
     @property
+    def kernels_dir(self) -> Path:
+        """Project-scoped kernelspecs, one folder each (wb-NAME)."""
+        return self.jupyter_dir / "kernels"
+
+    @property
+    def pylib_dir(self) -> Path:
+        """What every env links to import workbench.runtime (a .pth file names it)."""
+        return self.state_dir / "pylib"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Run records and output notebooks, one folder per run."""
+        return self.root / "runs"
+
+    @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    def log_path(self, service: str) -> Path:
+        return self.logs_dir / f"{service}.log"
+
     @property
     def services_dir(self) -> Path:
-        """One folder per running app (and JupyterLab): state.json, temp dir."""
+        """One folder per running app (and JupyterLab): its state files and temp dir."""
         return self.state_dir / "apps"
+
+    def service_dir(self, service: str) -> Path:
+        return self.services_dir / service
+
+    @property
+    def lab_token_path(self) -> Path:
+        """The token of the JupyterLab that `workbench lab --detach` started (0600)."""
+        return self.service_dir("lab") / "token"
 
     @property
     def lab_port(self) -> int:
@@ -120,35 +146,6 @@ def find_root(start: Path) -> Path:
     raise WorkbenchError(
         f"no {MANIFEST} in {start} or its parents; run inside a workbench project or pass --project"
     )
-
-
-def read_text(path: Path, limit: int, what: str) -> str:
-    """A user-written text file (the manifest, a spec), or a one-line error naming it:
-    missing, not a regular file (a FIFO would block), over limit bytes, or not UTF-8."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise WorkbenchError(f"{path}: no such {what}") from None
-    except (OSError, ValueError) as exc:
-        raise WorkbenchError(f"{path}: cannot read {what}: {exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise WorkbenchError(f"{path}: not a regular file; a {what} is a text file")
-    if info.st_size > limit:
-        raise WorkbenchError(
-            f"{path}: {info.st_size} bytes; a {what} over {limit // 1024} KiB is refused"
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WorkbenchError(f"{path}: cannot read {what}: {exc.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise WorkbenchError(
-            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8"
-        ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
 
 
 def load(root: Path) -> Project:
@@ -192,11 +189,30 @@ def load(root: Path) -> Project:
         if env_name not in envs and not spec_path.is_file():
             raise WorkbenchError(f"{where}: spec file {spec_path} does not exist")
         envs[env_name] = EnvEntry(env_name, spec_path, _gpus(table.get("gpus"), where))
+    _check_env_names(envs, manifest_path)
     apps = {
         app_name: _app(root, manifest_path, app_name, table, envs)
         for app_name, table in _table(manifest, "apps", manifest_path).items()
     }
     return Project(root=root, name=name, envs=envs, apps=apps, manifest=manifest)
+
+
+def _check_env_names(envs: dict[str, EnvEntry], manifest_path: Path) -> None:
+    """Env names become kernel names, which Jupyter lists in lower case: each must be a
+    valid name, and no two may differ only in case."""
+    seen: dict[str, str] = {}
+    for name, entry in envs.items():
+        if not ENV_NAME.fullmatch(name):
+            raise WorkbenchError(
+                f"{entry.spec_path}: env name '{excerpt(name)}' is not valid (use letters, "
+                "digits, _ . -); rename the file"
+            )
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise WorkbenchError(
+                f"{manifest_path}: envs '{other}' and '{name}' differ only in case; Jupyter "
+                "lists kernel names in lower case, so rename one"
+            )
 
 
 def _table(manifest: dict, key: str, manifest_path: Path) -> dict:

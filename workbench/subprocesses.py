@@ -1,4 +1,6 @@
-"""The one helper that runs external commands."""
+"""The one helper that runs external commands: every command is logged under -v, gets no
+terminal input (a prompt can never hang a build), and a failure, a missing program or a
+timeout becomes one WorkbenchError that names what was being done."""
 
 import logging
 import os
@@ -20,6 +22,16 @@ def last_lines(text: str, n: int = TAIL_LINES) -> str:
     return " | ".join(lines[-n:])
 
 
+def _argv(cmd: Sequence[str | Path]) -> list[str]:
+    argv = [str(c) for c in cmd]
+    log.debug("$ %s", shlex.join(argv))
+    return argv
+
+
+def _environ(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    return None if env is None else {**os.environ, **env}
+
+
 def run(
     cmd: Sequence[str | Path],
     *,
@@ -27,23 +39,52 @@ def run(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     input: str | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+    capture: bool = True,
     exit_code: int = CHECK_FAILED,
 ) -> subprocess.CompletedProcess[str]:
-    """Run cmd, capture its output, and raise WorkbenchError naming `what` on failure."""
-    argv = [str(c) for c in cmd]
-    log.debug("$ %s", shlex.join(argv))
+    """Run cmd to its end, capturing its output unless capture is False (then it goes to
+    the terminal); env adds to this process's environment.
+
+    Raises WorkbenchError naming `what` when the program is missing, outlives timeout
+    seconds, or (with check) exits non-zero: then with the last lines it printed.
+    """
+    argv = _argv(cmd)
     try:
         proc = subprocess.run(
             argv,
             cwd=cwd,
-            env=None if env is None else {**os.environ, **env},
+            env=_environ(env),
             input=input,
-            capture_output=True,
+            stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=capture,
             text=True,
+            timeout=timeout,
         )
     except FileNotFoundError as exc:
         raise WorkbenchError(f"{what} failed: {argv[0]} not found", exit_code) from exc
-    if proc.returncode != 0:
-        tail = last_lines(proc.stderr) or last_lines(proc.stdout) or "(no output)"
+    except subprocess.TimeoutExpired:
+        raise WorkbenchError(f"{what} timed out after {timeout:g} s", exit_code) from None
+    if check and proc.returncode != 0:
+        tail = last_lines(proc.stderr or "") or last_lines(proc.stdout or "") or "(no output)"
         raise WorkbenchError(f"{what} failed (exit {proc.returncode}): {tail}", exit_code)
     return proc
+
+
+def spawn(
+    cmd: Sequence[str | Path],
+    *,
+    what: str,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    **popen: object,
+) -> subprocess.Popen:
+    """Start cmd without waiting for it (servers, supervisors, ssh); env adds to this
+    process's environment. A missing program is a WorkbenchError naming `what`."""
+    argv = _argv(cmd)
+    try:
+        return subprocess.Popen(argv, cwd=cwd, env=_environ(env), stdin=stdin, **popen)
+    except FileNotFoundError as exc:
+        raise WorkbenchError(f"{what} failed: {argv[0]} not found") from exc

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 import report
-from conftest import REPO, free_port, workbench
+from conftest import REPO, free_port, json_data, workbench
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_apps import BUILD_GPT
@@ -55,7 +55,7 @@ class Served:
 
     def ps(self) -> dict[str, dict]:
         proc = workbench("ps", "--json", cwd=self.root)
-        return {s["name"]: s for s in json.loads(proc.stdout)}
+        return {s["name"]: s for s in json_data(proc.stdout)}
 
     def healthy(self, app: str = "chat") -> bool:
         try:

@@ -28,11 +28,12 @@ from urllib.parse import quote
 import nbformat
 import pytest
 import yaml
-from conftest import REPO, workbench, write_env
+from conftest import REPO, json_data, workbench, write_env
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
-from workbench import cli, interpreters
+from workbench import cli
+from workbench.envs import interpreters
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
@@ -276,7 +277,7 @@ def check_spec(sandbox: Sandbox, body: str | bytes) -> Outcome:
     event(f"plan exit {plan.code}")
     listed = run_cli("env", "list", "--json")
     assert listed.code == 0 and "Traceback" not in listed.err, listed
-    (row,) = json.loads(listed.out)
+    (row,) = json_data(listed.out)
     assert row["lock"] in ("fresh", "stale", "invalid")
     assert sandbox.written() == []
     return plan
@@ -466,7 +467,7 @@ def test_random_manifests(sandbox: Sandbox, manifest: str) -> None:
         assert_one_line_or_ok(result, "workbench.toml")
         event(f"{argv[0]} exit {result.code}")
         if result.code == 0:
-            json.loads(result.out)
+            json_data(result.out)
     assert sandbox.written() == []
 
 
@@ -735,7 +736,7 @@ def test_code_shaped_values_stay_strings_in_a_real_kernel(project: Path, tmp_pat
     ]
     proc = workbench("run", "nb.ipynb", *params, "--json", cwd=project)
     assert proc.returncode == 0, proc.stderr
-    output = json.loads((project / json.loads(proc.stdout)["output"]).read_text())
+    output = json.loads((project / json_data(proc.stdout)["output"]).read_text())
     printed = "".join(output["cells"][-1]["outputs"][0]["text"])
     assert json.loads(printed) == payloads
     assert not pwned.exists()

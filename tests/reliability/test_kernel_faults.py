@@ -8,7 +8,6 @@ and sshd restarted under a tunnel (tests/test_serving.py, the real-sshd tunnel t
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 import report
-from conftest import workbench, write_env
+from conftest import json_data, workbench, write_env
 
 
 def test_kernel_sigkilled_mid_run_fails_within_10s(project: Path) -> None:
@@ -58,7 +57,7 @@ def test_kernel_sigkilled_mid_run_fails_within_10s(project: Path) -> None:
     finally:
         if run.poll() is None:
             run.kill()
-    record = json.loads(stdout)
+    record = json_data(stdout)
     report.record("kernel_sigkill", failed_after_s=round(failed_s, 2), status=record["status"])
     assert failed_s <= 10, f"the run noticed the dead kernel only after {failed_s:.1f} s"
     assert run.returncode == 1 and record["status"] == "failed"

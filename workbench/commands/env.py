@@ -5,11 +5,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from workbench import backends, envs
 from workbench import project as projects
-from workbench import spec as specs
-from workbench.console import err, escape, out, print_json, progress, warn
+from workbench.console import err, escape, out, progress, warn
+from workbench.envs import backends, builds
+from workbench.envs import spec as specs
 from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.results import Result
 
 HELP = """Build model envs from envs/NAME.yml (conda environment.yml format).
 
@@ -97,6 +98,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
     p = verbs.add_parser("rm", parents=[common], help="delete an env's builds and kernels")
     p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_rm)
 
 
@@ -119,11 +121,12 @@ def _selected(args: argparse.Namespace, project: projects.Project) -> list[str]:
     return args.names
 
 
-def cmd_list(args: argparse.Namespace, project: projects.Project) -> int:
-    rows = envs.status(project)
-    if args.json:
-        print_json([r.to_json() for r in rows])
-        return 0
+def cmd_list(args: argparse.Namespace, project: projects.Project) -> Result:
+    rows = builds.status(project)
+    return Result([r.to_json() for r in rows], lambda: _show_list(project, rows))
+
+
+def _show_list(project: projects.Project, rows: list[builds.EnvStatus]) -> None:
     table = Table(
         "env",
         "built",
@@ -151,10 +154,9 @@ def cmd_list(args: argparse.Namespace, project: projects.Project) -> int:
     out.print(table)
     if not rows:
         out.print(f"no env specs under {project.root / 'envs'}")
-    return 0
 
 
-def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> int:
+def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> Result:
     target = Path(args.target)
     if target.suffix in projects.SPEC_SUFFIXES or target.is_file():
         spec = specs.load(target.resolve())
@@ -163,9 +165,10 @@ def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> int:
             raise WorkbenchError(f"{args.target}: no such spec file, and not inside a project")
         spec = specs.load(project.env(args.target).spec_path)
     plan = backends.get(args.backend).plan(spec)
-    if args.json:
-        print_json(plan.to_json())
-        return 0
+    return Result(plan.to_json(), lambda: _show_plan(plan))
+
+
+def _show_plan(plan: backends.Plan) -> None:
     for message in plan.warnings:
         warn(message)
     out.print(
@@ -179,15 +182,14 @@ def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> int:
         out.print("pip options: " + escape(" ".join(plan.pip_options)))
     if plan.variables:
         out.print("variables: " + escape(", ".join(f"{k}={v}" for k, v in plan.variables.items())))
-    return 0
 
 
-def cmd_create(args: argparse.Namespace, project: projects.Project) -> int:
+def cmd_create(args: argparse.Namespace, project: projects.Project) -> Result:
     results = []
     code = 0
     for name in _selected(args, project):
         with progress(name) as update:
-            result = envs.create(
+            result = builds.create(
                 project,
                 name,
                 backend_name=args.backend,
@@ -218,16 +220,14 @@ def cmd_create(args: argparse.Namespace, project: projects.Project) -> int:
         if result.gpu_check is not None:
             colour = "green" if result.gpu_check.ok else "red"
             err.print(f"  [{colour}]{result.gpu_check.message}[/]")
-    if args.json:
-        print_json([r.to_json() for r in results])
-    return code
+    return Result([r.to_json() for r in results], code=code)
 
 
-def cmd_lock(args: argparse.Namespace, project: projects.Project) -> int:
+def cmd_lock(args: argparse.Namespace, project: projects.Project) -> Result:
     written = []
     for name in _selected(args, project):
         with progress(name) as update:
-            new = envs.lock(project, name, args.backend, update)
+            new = builds.lock(project, name, args.backend, update)
         entry = project.env(name)
         written.append(
             {
@@ -243,38 +243,40 @@ def cmd_lock(args: argparse.Namespace, project: projects.Project) -> int:
                 f"[green]✓[/] {name}: wrote {entry.lock_path.relative_to(project.root)} "
                 f"({len(new.packages())} packages, {new.backend}, Python {new.python})"
             )
-    if args.json:
-        print_json(written)
-    return 0
+    return Result(written)
 
 
-def cmd_check(args: argparse.Namespace, project: projects.Project) -> int:
-    results = [envs.check(project, name) for name in _selected(args, project)]
-    if args.json:
-        print_json([r.to_json() for r in results])
-    else:
-        for r in results:
-            if r.lock_stale:
-                warn(
-                    f"{r.env}: the spec changed since the lock was written; "
-                    f"`workbench env lock {r.env}` refreshes it"
-                )
-            if not r.drift:
-                out.print(f"[green]✓[/] {r.env}: matches its lock")
-                continue
-            out.print(f"[red]✗[/] {r.env}: drift from its lock")
-            for n, v in sorted(r.drift.added.items()):
-                out.print(f"  [green]+ {n}=={v}[/] (added)")
-            for n, v in sorted(r.drift.removed.items()):
-                out.print(f"  [red]- {n}=={v}[/] (removed)")
-            for n, (a, b) in sorted(r.drift.changed.items()):
-                out.print(f"  [yellow]~ {n} {a} → {b}[/] (changed)")
-            out.print(f"  rebuild it from the lock: workbench env create {r.env} --locked --force")
-    return CHECK_FAILED if any(r.drift for r in results) else 0
+def cmd_check(args: argparse.Namespace, project: projects.Project) -> Result:
+    checked = [builds.check(project, name) for name in _selected(args, project)]
+    code = CHECK_FAILED if any(r.drift for r in checked) else 0
+    return Result([r.to_json() for r in checked], lambda: _show_check(checked), code)
 
 
-def cmd_rm(args: argparse.Namespace, project: projects.Project) -> int:
-    for name in args.names:
-        removed = envs.remove(project, name)
-        err.print(f"[green]✓[/] {name}: removed {len(removed)} build(s) and its kernels")
-    return 0
+def _show_check(checked: list[builds.CheckResult]) -> None:
+    for r in checked:
+        if r.lock_stale:
+            warn(
+                f"{r.env}: the spec changed since the lock was written; "
+                f"`workbench env lock {r.env}` refreshes it"
+            )
+        if not r.drift:
+            out.print(f"[green]✓[/] {r.env}: matches its lock")
+            continue
+        out.print(f"[red]✗[/] {r.env}: drift from its lock")
+        for n, v in sorted(r.drift.added.items()):
+            out.print(f"  [green]+ {n}=={v}[/] (added)")
+        for n, v in sorted(r.drift.removed.items()):
+            out.print(f"  [red]- {n}=={v}[/] (removed)")
+        for n, (a, b) in sorted(r.drift.changed.items()):
+            out.print(f"  [yellow]~ {n} {a} → {b}[/] (changed)")
+        out.print(f"  rebuild it from the lock: workbench env create {r.env} --locked --force")
+
+
+def cmd_rm(args: argparse.Namespace, project: projects.Project) -> Result:
+    removed = {name: [str(p) for p in builds.remove(project, name)] for name in args.names}
+
+    def show() -> None:
+        for name, prefixes in removed.items():
+            err.print(f"[green]✓[/] {name}: removed {len(prefixes)} build(s) and its kernels")
+
+    return Result(removed, show)

@@ -4,9 +4,10 @@ import argparse
 
 from rich.table import Table
 
-from workbench import kernels
 from workbench import project as projects
-from workbench.console import err, out, print_json
+from workbench.console import err, out
+from workbench.envs import kernels
+from workbench.results import Result
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,18 +24,20 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(handler=cmd_kernels)
 
 
-def cmd_kernels(args: argparse.Namespace, project: projects.Project) -> int:
+def cmd_kernels(args: argparse.Namespace, project: projects.Project) -> Result:
     pruned = kernels.prune(project) if args.prune else []
     specs = kernels.listed(project)
-    if args.json:
-        print_json(
-            {
-                "kernels": [k.to_json() for k in specs],
-                "pruned": [k.to_json() for k in pruned],
-                "jupyter_path": project.jupyter_env()["JUPYTER_PATH"],
-            }
-        )
-        return 0
+    data = {
+        "kernels": [k.to_json() for k in specs],
+        "pruned": [k.to_json() for k in pruned],
+        "jupyter_path": project.jupyter_env()["JUPYTER_PATH"],
+    }
+    return Result(data, lambda: _show(project, specs, pruned))
+
+
+def _show(
+    project: projects.Project, specs: list[kernels.KernelSpec], pruned: list[kernels.KernelSpec]
+) -> None:
     for k in pruned:
         err.print(f"pruned {k.name} ({k.scope}): env '{k.env}' is gone")
     table = Table(
@@ -45,4 +48,3 @@ def cmd_kernels(args: argparse.Namespace, project: projects.Project) -> int:
         table.add_row(k.name, k.display_name, k.env, k.scope, python)
     out.print(table)
     out.print(f"export JUPYTER_PATH={project.jupyter_env()['JUPYTER_PATH']}")
-    return 0

@@ -5,10 +5,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from workbench import notebooks, runs
 from workbench import project as projects
-from workbench.console import err, escape, out, print_json
+from workbench.console import err, escape, out
 from workbench.errors import WorkbenchError, excerpt
+from workbench.notebooks import execution, records
+from workbench.notebooks.records import RunRecord, RunStatus
+from workbench.results import Result
 
 RUN_HELP = """Run a notebook with papermill in its env's kernel (or --env's) and record the run.
 
@@ -64,13 +66,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     compare.set_defaults(handler=cmd_compare)
 
 
-def cmd_run(args: argparse.Namespace, project: projects.Project) -> int:
+def cmd_run(args: argparse.Namespace, project: projects.Project) -> Result:
     names = [name for name, _ in args.parameter]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
         twice = ", ".join(excerpt(name) for name in sorted(duplicated))
         raise WorkbenchError(f"{args.notebook.name}: parameter given twice: {twice}")
-    request = notebooks.RunRequest(
+    request = execution.RunRequest(
         notebook=args.notebook.resolve(),
         parameters=dict(args.parameter),
         preset=args.preset,
@@ -80,54 +82,40 @@ def cmd_run(args: argparse.Namespace, project: projects.Project) -> int:
     )
     if not args.json:
         err.print(f"running {escape(str(args.notebook))} …", highlight=False)
-    record, code = notebooks.execute(project, request)
-    if args.json:
-        print_json(record.to_json())
-    else:
-        report(record)
-    return code
+    record, code = execution.execute(project, request)
+    return Result(record.to_json(), lambda: report(record), code)
 
 
-def report(record: runs.RunRecord) -> None:
+def report(record: RunRecord) -> None:
     """A run's outcome for people: status, where things are, metrics, the error."""
-    colour = "green" if record.status == "ok" else "red"
+    colour = "green" if record.status == RunStatus.OK else "red"
     err.print(
         f"[{colour}]{record.status}[/] {escape(record.notebook)} in {record.kernel} "
         f"({record.seconds:.1f} s) → runs/{record.id}/"
     )
     for name, value in record.metrics.items():
         err.print(f"  {escape(name)} = {value}")
-    for bound in record.baselines:
-        if not bound["ok"]:
-            err.print(
-                f"  [red]baseline failed:[/] {bound['metric']} = {bound['value']} "
-                f"(expected {bound['bound']})"
-            )
-    error = record.error
-    if error and record.status != "ok":
-        where = f"cell {error['cell']}" if "cell" in error else "the run"
-        line = f", {error['line']}" if error.get("line") else ""
-        err.print(
-            f"  [red]{escape(str(error.get('ename')))}[/] in {where}{escape(line)}: "
-            f"{escape(str(error.get('evalue')))}"
-        )
-        if error.get("traceback"):
-            err.print(escape(error["traceback"]), highlight=False)
+    if record.status != RunStatus.OK:
+        err.print(f"  [red]{escape(record.summary())}[/]")
+        traceback = (record.error or {}).get("traceback")
+        if traceback:
+            err.print(escape(traceback), highlight=False)
 
 
-def _metric_names(records: list[runs.RunRecord]) -> list[str]:
-    return list(dict.fromkeys(name for r in records for name in r.metrics))
+def _metric_names(compared: list[RunRecord]) -> list[str]:
+    return list(dict.fromkeys(name for r in compared for name in r.metrics))
 
 
-def cmd_runs(args: argparse.Namespace, project: projects.Project) -> int:
-    records = runs.listed(project)
-    if args.json:
-        print_json([r.to_json() for r in records])
-        return 0
+def cmd_runs(args: argparse.Namespace, project: projects.Project) -> Result:
+    listed = records.listed(project)
+    return Result([r.to_json() for r in listed], lambda: _show_runs(listed))
+
+
+def _show_runs(listed: list[RunRecord]) -> None:
     table = Table(
         "id", "notebook", "env", "status", "seconds", "metrics", title="runs", title_justify="left"
     )
-    for r in records:
+    for r in listed:
         metrics = ", ".join(f"{k}={_short(v)}" for k, v in list(r.metrics.items())[:4])
         table.add_row(
             r.id,
@@ -138,46 +126,40 @@ def cmd_runs(args: argparse.Namespace, project: projects.Project) -> int:
             escape(metrics),
         )
     out.print(table)
-    return 0
 
 
-def cmd_show(args: argparse.Namespace, project: projects.Project) -> int:
-    record = runs.find(project, args.run_id)
-    if args.json:
-        print_json(record.to_json())
-    else:
-        out.print_json(data=record.to_json())
-    return 0
+def cmd_show(args: argparse.Namespace, project: projects.Project) -> Result:
+    data = records.find(project, args.run_id).to_json()
+    return Result(data, lambda: out.print_json(data=data))
 
 
-def cmd_compare(args: argparse.Namespace, project: projects.Project) -> int:
-    records = [runs.find(project, run_id) for run_id in args.run_ids]
-    params = list(dict.fromkeys(p for r in records for p in r.parameters))
-    metrics = _metric_names(records)
-    if args.json:
-        print_json(
-            [
-                {"id": r.id, "parameters": r.parameters, "metrics": r.metrics, "status": r.status}
-                for r in records
-            ]
-        )
-    else:
-        table = Table("", *[r.id for r in records], title="runs compared", title_justify="left")
-        table.add_row("status", *[r.status for r in records])
-        for name in params:
-            table.add_row(f"param {name}", *[_short(r.parameters.get(name)) for r in records])
-        for name in metrics:
-            table.add_row(f"[bold]{name}[/]", *[_short(r.metrics.get(name)) for r in records])
-        out.print(table)
+def cmd_compare(args: argparse.Namespace, project: projects.Project) -> Result:
+    compared = [records.find(project, run_id) for run_id in args.run_ids]
+    metrics = _metric_names(compared)
     if args.plot:
         metric = args.metric or next(
-            (m for m in metrics if all(m in r.metrics for r in records)), None
+            (m for m in metrics if all(m in r.metrics for r in compared)), None
         )
-        if metric is None or not all(metric in r.metrics for r in records):
+        if metric is None or not all(metric in r.metrics for r in compared):
             raise WorkbenchError(f"metric '{metric}' is not recorded in every run; pass --metric")
-        _plot(records, metric, args.plot)
+        _plot(compared, metric, args.plot)
         err.print(f"wrote {args.plot}")
-    return 0
+    data = [
+        {"id": r.id, "parameters": r.parameters, "metrics": r.metrics, "status": r.status}
+        for r in compared
+    ]
+    return Result(data, lambda: _show_compare(compared, metrics))
+
+
+def _show_compare(compared: list[RunRecord], metrics: list[str]) -> None:
+    params = list(dict.fromkeys(p for r in compared for p in r.parameters))
+    table = Table("", *[r.id for r in compared], title="runs compared", title_justify="left")
+    table.add_row("status", *[r.status for r in compared])
+    for name in params:
+        table.add_row(f"param {name}", *[_short(r.parameters.get(name)) for r in compared])
+    for name in metrics:
+        table.add_row(f"[bold]{name}[/]", *[_short(r.metrics.get(name)) for r in compared])
+    out.print(table)
 
 
 def _short(value: object) -> str:
@@ -188,7 +170,7 @@ def _short(value: object) -> str:
     return str(value)
 
 
-def _plot(records: list[runs.RunRecord], metric: str, path: Path) -> None:
+def _plot(records: list[RunRecord], metric: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

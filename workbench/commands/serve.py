@@ -1,25 +1,20 @@
 """`workbench serve|up|ps|down|logs|lab|tunnel`: apps, JupyterLab, and the way in."""
 
 import argparse
-import os
 import shlex
-import subprocess
 import time
 from pathlib import Path
 
 from rich.table import Table
 
 from workbench import project as projects
-from workbench import serving, tunnel
-from workbench.console import err, escape, out, print_json
+from workbench.console import err, escape, out
 from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.results import Result
+from workbench.serving import apps, lab, net, services, tunnel
+from workbench.serving.state import Health, Kind, Service
 
-HEALTH_TIMEOUT = 300.0
-LAB_OPEN = (
-    "JupyterLab answered without its token: a Jupyter config file turns authentication off "
-    "(c.IdentityProvider.token = '' or c.ServerApp.token = ''; `jupyter --paths` lists "
-    "where config lives); remove that line and run `workbench lab` again"
-)
+HEALTH_TIMEOUT = lab.HEALTH_TIMEOUT
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         help="address to bind (default 127.0.0.1; others need --auth)",
     )
     bind.add_argument(
-        "--auth", metavar="USER:PASS", help=f"require this login (or set {serving.AUTH_VARIABLE})"
+        "--auth", metavar="USER:PASS", help=f"require this login (or set {apps.AUTH_VARIABLE})"
     )
 
     p = sub.add_parser(
@@ -58,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         metavar="SECONDS",
         help=f"wait this long for health (default {HEALTH_TIMEOUT:g})",
     )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("ps", parents=[common], help="running apps and JupyterLab")
@@ -66,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
     p = sub.add_parser("down", parents=[common], help="stop apps (default: all, and lab)")
     p.add_argument("apps", nargs="*", metavar="APP")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_down)
 
     p = sub.add_parser("logs", parents=[common], help="an app's log")
@@ -83,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--port", type=int, help="default: [lab] port in the manifest, or 8888")
     p.add_argument("--detach", action="store_true", help="run in the background (see ps/down)")
+    p.add_argument("--json", action="store_true", help="with --detach: print the URL as JSON")
     p.set_defaults(handler=cmd_lab)
 
     p = sub.add_parser(
@@ -127,62 +125,50 @@ def _start_app(
     project: projects.Project, name: str, host: str, auth: str | None, taken: set[int]
 ) -> int:
     app = project.app(name)
-    port = serving.pick_port(app.port, host, taken)
+    port = net.pick_port(app.port, host, taken)
     if port != app.port:
         err.print(f"{name}: port {app.port} is in use, using {port}")
-    argv, env = serving.app_command(project, app, host, port, auth)
-    serving.start(project, name, "app", argv, env, host, port, app.env)
+    argv, env = apps.command(project, app, host, port, auth)
+    services.start(project, name, Kind.APP, argv, env, host, port, app.env)
     return port
 
 
-def cmd_serve(args: argparse.Namespace, project: projects.Project) -> int:
-    auth = serving.auth_from(args.auth)
-    serving.check_bind(args.host, auth)
+def cmd_serve(args: argparse.Namespace, project: projects.Project) -> Result:
+    auth = apps.auth_from(args.auth)
+    apps.check_bind(args.host, auth)
     app = project.app(args.app)
-    if serving.running(project, app.name):
+    if services.running(project, app.name):
         raise WorkbenchError(
             f"{app.name} is already running in the background (`workbench down {app.name}` first)"
         )
-    port = args.port or serving.pick_port(app.port, args.host)
-    if args.port and not serving.port_is_free(args.port, args.host):
+    if args.port and not net.port_is_free(args.port, args.host):
         raise WorkbenchError(f"port {args.port} is in use")
+    port = args.port or net.pick_port(app.port, args.host)
     if port != app.port:
         err.print(f"port {app.port} is in use, using {port}")
-    argv, env = serving.app_command(project, app, args.host, port, auth)
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=project.root)
-    try:
-        announced = False
-        while proc.poll() is None:
-            if not announced and serving.probe(serving.health_url("app", port)) == "healthy":
-                err.print(
-                    f"[green]serving[/] {app.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)"
-                )
-                err.print(
-                    tunnel.line(
-                        tunnel.default_destination(), [tunnel.Forward(app.name, port, port)]
-                    )
-                )
-                announced = True
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        return 0
-    return proc.returncode
+    argv, env = apps.command(project, app, args.host, port, auth)
+
+    def announce() -> None:
+        err.print(f"[green]serving[/] {app.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)")
+        err.print(tunnel.line(tunnel.default_destination(), [tunnel.Forward(app.name, port, port)]))
+
+    url = net.health_url(Kind.APP, port)
+    code = services.foreground(argv, env, project.root, url, announce, f"serving {app.name}")
+    return Result(code=code)
 
 
-def cmd_up(args: argparse.Namespace, project: projects.Project) -> int:
-    auth = serving.auth_from(args.auth)
-    serving.check_bind(args.host, auth)
+def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
+    auth = apps.auth_from(args.auth)
+    apps.check_bind(args.host, auth)
     names = args.apps or sorted(project.apps)
     if not names:
         raise WorkbenchError("no apps in workbench.toml ([apps.NAME] with env, file, port)")
     for name in names:
         project.app(name)
-    taken: set[int] = {s.port for s in serving.listed(project)}
+    taken: set[int] = {s.port for s in services.listed(project)}
     started = []
     for name in names:
-        current = serving.running(project, name)
+        current = services.running(project, name)
         if current:
             err.print(f"{name}: already running at {current.url}")
             continue
@@ -191,20 +177,22 @@ def cmd_up(args: argparse.Namespace, project: projects.Project) -> int:
     code = 0
     for name in started:
         try:
-            service = serving.wait_healthy(project, name, args.timeout)
+            service = services.wait_healthy(project, name, args.timeout)
             err.print(f"[green]✓[/] {name} healthy at {service.url}")
         except WorkbenchError as exc:
             err.print(f"[red]✗[/] {escape(exc.message)}")
             code = max(code, exc.exit_code)
-    _print_tunnel(project)
-    return code
+    listed = services.listed(project)
+    return Result([s.to_json() for s in listed], lambda: _print_tunnel(listed), code)
 
 
-def cmd_ps(args: argparse.Namespace, project: projects.Project) -> int:
-    services = serving.listed(project)
-    if args.json:
-        print_json([s.to_json() for s in services])
-        return 0
+def cmd_ps(args: argparse.Namespace, project: projects.Project) -> Result:
+    listed = services.listed(project)
+    code = 0 if all(s.health == Health.HEALTHY for s in listed) else CHECK_FAILED
+    return Result([s.to_json() for s in listed], lambda: _show_ps(listed), code)
+
+
+def _show_ps(listed: list[Service]) -> None:
     table = Table(
         "name",
         "env",
@@ -217,8 +205,8 @@ def cmd_ps(args: argparse.Namespace, project: projects.Project) -> int:
         title="services",
         title_justify="left",
     )
-    for s in services:
-        colour = {"healthy": "green", "starting": "yellow"}.get(s.health, "red")
+    for s in listed:
+        colour = {Health.HEALTHY: "green", Health.STARTING: "yellow"}.get(s.health, "red")
         table.add_row(
             s.name,
             s.env or "-",
@@ -230,7 +218,6 @@ def cmd_ps(args: argparse.Namespace, project: projects.Project) -> int:
             s.url,
         )
     out.print(table)
-    return 0 if all(s.health == "healthy" for s in services) else CHECK_FAILED
 
 
 def _uptime(seconds: float | None) -> str:
@@ -241,21 +228,24 @@ def _uptime(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def cmd_down(args: argparse.Namespace, project: projects.Project) -> int:
-    names = args.apps or [s.name for s in serving.listed(project)]
+def cmd_down(args: argparse.Namespace, project: projects.Project) -> Result:
+    names = args.apps or [s.name for s in services.listed(project)]
     for name in args.apps:
-        if name != serving.LAB:
+        if name != lab.NAME:
             project.app(name)
-    for name in names:
-        stopped = serving.stop(project, name)
-        err.print(f"{name}: {'stopped' if stopped else 'was not running'}")
-    return 0
+    stopped = {name: services.stop(project, name) for name in names}
+
+    def show() -> None:
+        for name, was_running in stopped.items():
+            err.print(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+    return Result(stopped, show)
 
 
-def cmd_logs(args: argparse.Namespace, project: projects.Project) -> int:
-    if args.app != serving.LAB:
+def cmd_logs(args: argparse.Namespace, project: projects.Project) -> Result:
+    if args.app != lab.NAME:
         project.app(args.app)
-    path = project.logs_dir / f"{args.app}.log"
+    path = project.log_path(args.app)
     if not path.is_file():
         raise WorkbenchError(f"no log for {args.app} yet (start it with `workbench up {args.app}`)")
     with path.open(errors="replace") as handle:
@@ -270,59 +260,36 @@ def cmd_logs(args: argparse.Namespace, project: projects.Project) -> int:
                     else:
                         time.sleep(0.2)
             except KeyboardInterrupt:
-                return 0
-    return 0
+                pass
+    return Result()
 
 
-def cmd_lab(args: argparse.Namespace, project: projects.Project) -> int:
-    port = args.port or serving.pick_port(project.lab_port, "127.0.0.1")
-    token = serving.new_token()
-    argv, env = serving.lab_command(project, "127.0.0.1", port, token)
-    url = f"http://127.0.0.1:{port}/lab?token={token}"
-    line = tunnel.line(tunnel.default_destination(), [tunnel.Forward("lab", port, port)])
-    token_file = project.services_dir / serving.LAB / "token"
-    if args.detach and serving.running(project, serving.LAB) and token_file.is_file():
-        current = serving.running(project, serving.LAB)
-        err.print(
-            f"JupyterLab is already running at "
-            f"http://127.0.0.1:{current.port}/lab?token={token_file.read_text().strip()}"
-        )
-        return 0
+def cmd_lab(args: argparse.Namespace, project: projects.Project) -> Result:
+    port = args.port or net.pick_port(project.lab_port, "127.0.0.1")
     if args.detach:
-        serving.start(project, serving.LAB, serving.LAB, argv, env, "127.0.0.1", port, None)
-        serving.wait_healthy(project, serving.LAB, HEALTH_TIMEOUT)
-        if serving.lab_is_open(port):
-            # No kernels yet, and Lab may sit on a SIGTERM this early: no need to wait.
-            serving.stop(project, serving.LAB, grace=2.0)
-            raise WorkbenchError(LAB_OPEN)
-        token_file.touch(mode=0o600)
-        token_file.write_text(token)
-        err.print(f"[green]✓[/] JupyterLab at {url}")
-        _print_tunnel(project)
-        return 0
-    err.print(f"JupyterLab at {url}\n{line}")
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=project.root)
-    try:
-        checked = False
-        while proc.poll() is None:
-            if not checked and serving.probe(serving.health_url(serving.LAB, port)) == "healthy":
-                checked = True
-                if serving.lab_is_open(port):
-                    proc.kill()
-                    proc.wait()
-                    raise WorkbenchError(LAB_OPEN)
-            time.sleep(0.2)
-        return proc.returncode
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-        return 0
+        current = lab.running_url(project)
+        if current:
+            return Result(
+                {"url": current}, lambda: err.print(f"JupyterLab is already running at {current}")
+            )
+        url = lab.start_detached(project, port)
+
+        def show() -> None:
+            err.print(f"[green]✓[/] JupyterLab at {url}")
+            _print_tunnel(services.listed(project))
+
+        return Result({"url": url}, show)
+
+    def ready(url: str) -> None:
+        line = tunnel.line(tunnel.default_destination(), [tunnel.Forward(lab.NAME, port, port)])
+        err.print(f"JupyterLab at {url}\n{line}")
+
+    return Result(code=lab.run_foreground(project, port, ready))
 
 
-def _print_tunnel(project: projects.Project) -> None:
-    services = serving.listed(project)
-    if services:
-        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in services]
+def _print_tunnel(listed: list[Service]) -> None:
+    if listed:
+        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
         err.print("reach them from your laptop with:")
         out.print(tunnel.line(tunnel.default_destination(), forwards), markup=False)
 
@@ -338,20 +305,18 @@ def _ssh_options(args: argparse.Namespace) -> list[str]:
     return options
 
 
-def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> int:
+def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> Result:
     if args.print_only:
         if project is None:
             raise WorkbenchError("--print runs on the server, inside the project")
-        services = serving.listed(project)
-        if not services:
+        listed = services.listed(project)
+        if not listed:
             raise WorkbenchError(
                 "nothing is running: start apps with `workbench up` (and `workbench lab --detach`)"
             )
-        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in services]
-        out.print(
-            tunnel.line(args.destination or tunnel.default_destination(), forwards), markup=False
-        )
-        return 0
+        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
+        line = tunnel.line(args.destination or tunnel.default_destination(), forwards)
+        return Result({"ssh": line}, lambda: out.print(line, markup=False))
     if not args.destination:
         raise WorkbenchError("give USER@HOST (on the laptop), or --print (on the server)")
     # On the laptop, --project names the project's folder on the server.
@@ -360,17 +325,15 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> in
     else:
         remote = "workbench"
     options = _ssh_options(args)
-    services = tunnel.remote_services(args.destination, options, remote)
-    if not services:
+    remote_services = tunnel.remote_services(args.destination, options, remote)
+    if not remote_services:
         raise WorkbenchError(f"nothing is running on {args.destination} (`workbench up` there)")
-    forwards = tunnel.local_forwards(services)
+    forwards = tunnel.local_forwards(remote_services)
     if args.json:
-        print_json([{"name": f.name, "local": f.local, "remote": f.remote} for f in forwards])
-        return 0
+        return Result([{"name": f.name, "local": f.local, "remote": f.remote} for f in forwards])
     for f in forwards:
         moved = f" (remote port {f.remote})" if f.local != f.remote else ""
         out.print(f"{f.name}: http://127.0.0.1:{f.local}/{moved}", markup=False)
     err.print("forwarding; Ctrl-C stops")
-    return tunnel.hold(
-        tunnel.command(args.destination, forwards, options), lambda message: err.print(message)
-    )
+    command = tunnel.command(args.destination, forwards, options)
+    return Result(code=tunnel.hold(command, lambda message: err.print(message)))

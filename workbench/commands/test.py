@@ -4,9 +4,10 @@ import argparse
 from pathlib import Path
 
 from workbench import project as projects
-from workbench import testing
-from workbench.console import err, escape, print_json
-from workbench.errors import CHECK_FAILED
+from workbench.console import err, escape
+from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.notebooks import suite
+from workbench.results import Result
 
 HELP = """Smoke-run every notebook under notebooks/ (or those given), each in its own env
 kernel, with the "smoke" parameters kept in its metadata (metadata.workbench.smoke,
@@ -35,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--timeout",
         type=float,
-        default=testing.DEFAULT_TIMEOUT,
+        default=suite.DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"per notebook (default {testing.DEFAULT_TIMEOUT:g})",
+        help=f"per notebook (default {suite.DEFAULT_TIMEOUT:g})",
     )
     p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
     p.add_argument("--nbval", action="store_true", help="also check stored outputs with nbval")
@@ -45,50 +46,47 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(handler=cmd_test)
 
 
-def cmd_test(args: argparse.Namespace, project: projects.Project) -> int:
-    paths = testing.discover(project, args.notebooks)
+def cmd_test(args: argparse.Namespace, project: projects.Project) -> Result:
+    paths = suite.discover(project, args.notebooks)
     if args.jobs < 1:
-        err.print("[red]error:[/] -n must be at least 1")
-        return 2
+        raise WorkbenchError(f"-n {args.jobs}: run at least 1 notebook at a time")
 
-    def show(result: testing.NotebookResult) -> None:
-        if args.json:
-            return
-        mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
-        err.print(
-            f"{mark} {escape(testing.display_path(result.notebook, project.root))} "
-            f"({result.seconds:.1f} s) {escape(result.summary)}"
-        )
+    def progress(result: suite.NotebookResult) -> None:
+        if not args.json:
+            mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
+            err.print(
+                f"{mark} {escape(suite.display_path(result.notebook, project.root))} "
+                f"({result.seconds:.1f} s) {escape(result.summary)}"
+            )
 
-    results = testing.run_all(project, paths, args.jobs, args.timeout, show)
+    ran = suite.run_all(project, paths, args.jobs, args.timeout, progress)
     if args.junit:
-        testing.write_junit(results, args.junit, project.root)
-    failed = [r for r in results if not r.ok]
-    if args.json:
-        print_json(
-            [
-                {
-                    "notebook": str(r.notebook),
-                    "ok": r.ok,
-                    "seconds": round(r.seconds, 3),
-                    "summary": r.summary,
-                    "run": (r.record or {}).get("id"),
-                }
-                for r in results
-            ]
-        )
-    else:
-        for r in failed:
-            err.print(f"\n[red]FAILED[/] {escape(str(r.notebook))}: {escape(r.summary)}")
-            err.print(escape(r.details), highlight=False)
-        err.print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+        suite.write_junit(ran, args.junit, project.root)
+    failed = [r for r in ran if not r.ok]
     code = CHECK_FAILED if failed else 0
     if args.nbval:
-        stored = testing.with_stored_outputs(paths)
+        stored = suite.with_stored_outputs(paths)
         if stored:
             junit = args.junit.with_suffix(".nbval.xml") if args.junit else None
-            if testing.nbval(project, stored, junit) != 0:
+            if suite.nbval(project, stored, junit) != 0:
                 code = CHECK_FAILED
         elif not args.json:
             err.print("nbval: no notebook keeps stored outputs")
-    return code
+    data = [
+        {
+            "notebook": str(r.notebook),
+            "ok": r.ok,
+            "seconds": round(r.seconds, 3),
+            "summary": r.summary,
+            "run": r.record.id if r.record else None,
+        }
+        for r in ran
+    ]
+    return Result(data, lambda: _show(ran, failed), code)
+
+
+def _show(ran: list[suite.NotebookResult], failed: list[suite.NotebookResult]) -> None:
+    for r in failed:
+        err.print(f"\n[red]FAILED[/] {escape(str(r.notebook))}: {escape(r.summary)}")
+        err.print(escape(r.details), highlight=False)
+    err.print(f"\n{len(ran) - len(failed)} passed, {len(failed)} failed")

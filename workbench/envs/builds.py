@@ -1,0 +1,445 @@
+"""Building, locking, checking and removing project envs.
+
+Every build goes to its own prefix, .workbench/builds/NAME-<build id>-<nonce>, named
+by what it was built from (spec hash, backend, lock hash). .workbench/envs/NAME is a
+symlink to the active build and is replaced atomically only after a build succeeded,
+so a failed or killed build never touches the env and kernel in use. A build is
+complete once its record (workbench-env.json) exists; the record is written last.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import workbench
+from workbench.envs import backends, kernels, locks
+from workbench.envs import gpu_check as gpus
+from workbench.envs import spec as specs
+from workbench.envs.backends import Progress
+from workbench.errors import WorkbenchError
+from workbench.jsonfiles import StateFile
+from workbench.project import EnvEntry, Project
+from workbench.subprocesses import run
+
+RECORD = "workbench-env.json"
+KEEP_BUILDS = 2  # the active build and the one before it (kernels may still run there)
+
+
+@dataclass
+class EnvRecord(StateFile):
+    """What a build was made from and what it holds, read back instead of guessed."""
+
+    env: str
+    backend: str
+    build_id: str
+    spec_hash: str
+    lock_hash: str
+    from_lock: bool
+    python: str
+    python_version: str
+    packages: int
+    created: float
+    seconds: float
+
+    @classmethod
+    def of(cls, prefix: Path) -> "EnvRecord | None":
+        """The record of the build at prefix; None while it is incomplete."""
+        return cls.read(prefix / RECORD)
+
+
+@dataclass
+class CreateResult:
+    env: str
+    status: str  # "unchanged", "reactivated" or "built"
+    record: EnvRecord
+    prefix: Path
+    kernel: kernels.KernelSpec | None
+    warnings: list[str]
+    gpu_check: gpus.GpuCheck | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "env": self.env,
+            "status": self.status,
+            "prefix": str(self.prefix),
+            "kernel": self.kernel.name if self.kernel else None,
+            "record": self.record.to_json(),
+            "warnings": self.warnings,
+            "gpu": None if self.gpu_check is None else asdict(self.gpu_check),
+        }
+
+
+def build_id(spec_hash: str, backend: str, lock_hash: str | None) -> str:
+    key = f"{spec_hash}\n{backend}\n{lock_hash or 'resolved'}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def active_prefix(project: Project, name: str) -> Path | None:
+    """The active build of env name, or None when it has none (or it is incomplete)."""
+    link = project.active_dir / name
+    if not link.is_symlink():
+        return None
+    target = (link.parent / os.readlink(link)).resolve()
+    return target if EnvRecord.of(target) else None
+
+
+def fresh_lock(entry: EnvEntry, spec: specs.EnvSpec, backend: str) -> locks.Lock | None:
+    """The committed lock if it was made from this very spec, backend and platform."""
+    if not entry.lock_path.is_file():
+        return None
+    lock = locks.read(entry.lock_path)
+    fresh = (
+        lock.spec_hash == spec.content_hash()
+        and lock.backend == backend
+        and lock.platform in ("", locks.this_platform())
+    )
+    return lock if fresh else None
+
+
+def create(
+    project: Project,
+    name: str,
+    *,
+    backend_name: str | None = None,
+    locked: bool = False,
+    force: bool = False,
+    user: bool = False,
+    progress: Progress = lambda _msg: None,
+) -> CreateResult:
+    """Build env name (or reuse an identical build) and register its kernel."""
+    entry = project.env(name)
+    spec = specs.load(entry.spec_path)
+    backend = backends.get(backend_name)
+    lock = fresh_lock(entry, spec, backend.name)
+    if locked and lock is None:
+        if not entry.lock_path.is_file():
+            raise WorkbenchError(
+                f"--locked: {entry.lock_path} does not exist; run `workbench env lock {name}`"
+            )
+        raise WorkbenchError(
+            f"--locked: {entry.lock_path} is stale (the spec or backend changed since it was "
+            f"written); run `workbench env lock {name}`"
+        )
+    spec_hash = spec.content_hash()
+    bid = build_id(spec_hash, backend.name, lock.body_hash if lock else None)
+
+    active = active_prefix(project, name)
+    record = EnvRecord.of(active) if active else None
+    if not force and record and record.build_id == bid and active:
+        link_runtime(project, active)
+        kernel = _kernel_if_current(project, name, active, user)
+        if kernel is None:
+            kernel = _register(project, entry, spec, record, active, user)
+        return CreateResult(name, "unchanged", record, active, kernel, list(spec.warnings))
+
+    with _build_lock(project, name):
+        previous = _complete_build(project, name, bid) if not force else None
+        if previous is not None:
+            record = EnvRecord.of(previous)
+            status = "reactivated"
+            prefix = previous
+            warnings = list(spec.warnings)
+        else:
+            plan = backend.plan(spec)
+            prefix, record = _build(
+                project, entry, spec, backend, plan, lock, bid, active, progress
+            )
+            status = "built"
+            warnings = plan.warnings
+        link_runtime(project, prefix)
+        gpu = gpus.check(backend.run_python(prefix), entry.gpus) if entry.gpus else None
+        _activate(project, name, prefix)
+        kernel = _register(project, entry, spec, record, prefix, user)
+        _remove_old_builds(project, name, keep=prefix, previous=active)
+    return CreateResult(name, status, record, prefix, kernel, warnings, gpu)
+
+
+def _build(
+    project: Project,
+    entry: EnvEntry,
+    spec: specs.EnvSpec,
+    backend: backends.Backend,
+    plan: backends.Plan,
+    lock: locks.Lock | None,
+    bid: str,
+    active: Path | None,
+    progress: Progress,
+) -> tuple[Path, EnvRecord]:
+    project.builds_dir.mkdir(parents=True, exist_ok=True)
+    prefix = project.builds_dir / f"{entry.name}-{bid}-{secrets.token_hex(3)}"
+    started = time.time()
+    try:
+        installed_lock = backend.build(spec, plan, prefix, lock, progress)
+        link_runtime(project, prefix)
+        progress("compiling bytecode")
+        _compile_bytecode(backend.python(prefix), prefix, _bytecode_donors(project, active))
+        record = EnvRecord(
+            env=entry.name,
+            backend=backend.name,
+            build_id=bid,
+            spec_hash=spec.content_hash(),
+            lock_hash=installed_lock.body_hash,
+            from_lock=lock is not None,
+            python=str(backend.python(prefix)),
+            python_version=installed_lock.python or plan.python_version,
+            packages=len(installed_lock.packages()),
+            created=time.time(),
+            seconds=round(time.time() - started, 2),
+        )
+        (prefix / "workbench-lock.txt").write_text(installed_lock.text())
+        record.write(prefix / RECORD)
+    except BaseException:
+        shutil.rmtree(prefix, ignore_errors=True)
+        raise
+    return prefix, record
+
+
+def _compile_bytecode(python: Path, prefix: Path, donors: list[Path]) -> None:
+    """Compile bytecode (imports are ~2x slower without it), reusing the donors' .pyc."""
+    for site in sorted(prefix.glob("lib/python3*/site-packages")):
+        old_sites = [str(donor / site.relative_to(prefix)) for donor in donors]
+        run(
+            [python, "-I", "-m", "workbench.runtime.bytecode", site, *old_sites],
+            what="compiling bytecode",
+        )
+
+
+def _bytecode_donors(project: Project, active: Path | None) -> list[Path]:
+    """Complete builds whose .pyc may be reused: this env's active build first."""
+    others = [
+        p
+        for p in sorted(project.builds_dir.iterdir())
+        if p.is_dir() and p != active and EnvRecord.of(p) is not None
+    ]
+    return ([active] if active else []) + others
+
+
+def link_runtime(project: Project, prefix: Path) -> None:
+    """Let code in the env import workbench.runtime (and `from workbench import record`):
+    .workbench/pylib/workbench links this package's stdlib-only __init__.py and runtime/,
+    and a .pth file in the env's site-packages names .workbench/pylib."""
+    package = Path(workbench.__file__).resolve().parent
+    for name in ("__init__.py", "runtime"):
+        _symlink(project.pylib_dir / "workbench" / name, package / name)
+    for site in prefix.glob("lib/python3*/site-packages"):
+        pth = site / "_workbench_runtime.pth"
+        if not pth.is_file() or pth.read_text().strip() != str(project.pylib_dir):
+            pth.write_text(f"{project.pylib_dir}\n")
+
+
+def _symlink(link: Path, target: Path) -> None:
+    """link -> target, replaced atomically when it points elsewhere."""
+    if link.is_symlink() and link.resolve() == target:
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}-{secrets.token_hex(3)}")
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def _activate(project: Project, name: str, prefix: Path) -> None:
+    project.active_dir.mkdir(parents=True, exist_ok=True)
+    link = project.active_dir / name
+    tmp = project.active_dir / f".{name}.{secrets.token_hex(3)}"
+    tmp.symlink_to(os.path.relpath(prefix, project.active_dir))
+    tmp.replace(link)
+
+
+def _register(
+    project: Project,
+    entry: EnvEntry,
+    spec: specs.EnvSpec,
+    record: EnvRecord,
+    prefix: Path,
+    user: bool,
+) -> kernels.KernelSpec:
+    return kernels.register(
+        project,
+        entry.name,
+        python=prefix / "bin" / "python",
+        python_version=record.python_version,
+        variables=spec.variables,
+        gpus=entry.gpus,
+        metadata={
+            "spec_hash": record.spec_hash,
+            "lock_hash": record.lock_hash,
+            "backend": record.backend,
+            "build_id": record.build_id,
+        },
+        user=user,
+    )
+
+
+def _kernel_if_current(
+    project: Project, name: str, prefix: Path, user: bool
+) -> kernels.KernelSpec | None:
+    wanted = kernels.kernel_name(project, name, user)
+    python = str(prefix / "bin" / "python")
+    return next(
+        (k for k in kernels.listed(project) if k.name == wanted and k.python == python), None
+    )
+
+
+def _builds(project: Project, name: str) -> list[Path]:
+    if not project.builds_dir.is_dir():
+        return []
+    return [
+        p for p in project.builds_dir.iterdir() if p.name.rsplit("-", 2)[0] == name and p.is_dir()
+    ]
+
+
+def _complete_build(project: Project, name: str, bid: str) -> Path | None:
+    for prefix in _builds(project, name):
+        record = EnvRecord.of(prefix)
+        if record and record.build_id == bid:
+            return prefix
+    return None
+
+
+def _remove_old_builds(project: Project, name: str, keep: Path, previous: Path | None) -> None:
+    """Delete incomplete builds and all complete ones but the active and the previous."""
+    for prefix in _builds(project, name):
+        if prefix in (keep, previous):
+            continue
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _build_lock(project: Project, name: str) -> Iterator[None]:
+    """One build of an env at a time; a second waits with a clear message."""
+    project.builds_dir.mkdir(parents=True, exist_ok=True)
+    with open(project.builds_dir / f".{name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkbenchError(
+                f"env '{name}' is being built by another workbench process"
+            ) from None
+        yield
+
+
+def lock(project: Project, name: str, backend_name: str | None, progress: Progress) -> locks.Lock:
+    """Resolve env name exactly and write envs/NAME.lock."""
+    entry = project.env(name)
+    spec = specs.load(entry.spec_path)
+    backend = backends.get(backend_name)
+    plan = backend.plan(spec)
+    new = backend.lock(spec, plan, active_prefix(project, name), progress)
+    new.write(entry.lock_path)
+    return new
+
+
+@dataclass
+class CheckResult:
+    env: str
+    drift: locks.Drift
+    lock_stale: bool
+
+    def to_json(self) -> dict:
+        return {
+            "env": self.env,
+            "drift": bool(self.drift),
+            "lock_stale": self.lock_stale,
+            **self.drift.to_json(),
+        }
+
+
+def check(project: Project, name: str) -> CheckResult:
+    """Compare the committed lock with what the active build holds."""
+    entry = project.env(name)
+    prefix = require_built(project, name)
+    lock_file = locks.read(entry.lock_path)
+    record = EnvRecord.of(prefix)
+    installed = backends.get(record.backend).installed(prefix)
+    spec = specs.load(entry.spec_path)
+    return CheckResult(
+        name,
+        locks.diff(lock_file.packages(), installed),
+        lock_stale=lock_file.spec_hash != spec.content_hash(),
+    )
+
+
+def require_built(project: Project, name: str) -> Path:
+    project.env(name)
+    prefix = active_prefix(project, name)
+    if prefix is None:
+        raise WorkbenchError(f"env '{name}' is not built; run `workbench env create {name}`")
+    return prefix
+
+
+def remove(project: Project, name: str) -> list[Path]:
+    """Delete every build of env name, its active link and its kernelspecs."""
+    project.env(name)
+    removed = _builds(project, name)
+    with _build_lock(project, name):
+        (project.active_dir / name).unlink(missing_ok=True)
+        for prefix in removed:
+            shutil.rmtree(prefix, ignore_errors=True)
+    for spec in kernels.listed(project):
+        if spec.env == name:
+            kernels.remove(spec)
+    return removed
+
+
+@dataclass
+class EnvStatus:
+    name: str
+    spec: str
+    built: bool
+    lock: str  # "fresh", "stale" or "none"
+    kernel: str | None
+    record: EnvRecord | None
+    prefix: Path | None
+    gpus: tuple[str, ...] | None
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "built": self.built,
+            "lock": self.lock,
+            "kernel": self.kernel,
+            "prefix": str(self.prefix) if self.prefix else None,
+            "gpus": list(self.gpus) if self.gpus else None,
+            "record": self.record.to_json() if self.record else None,
+        }
+
+
+def status(project: Project) -> list[EnvStatus]:
+    """Every env of the project with its build, lock and kernel state; builds nothing."""
+    registered = {k.env: k.name for k in kernels.listed(project) if k.env_exists}
+    rows = []
+    for name, entry in sorted(project.envs.items()):
+        prefix = active_prefix(project, name)
+        record = EnvRecord.of(prefix) if prefix else None
+        rows.append(
+            EnvStatus(
+                name=name,
+                spec=str(entry.spec_path.relative_to(project.root)),
+                built=record is not None,
+                lock=_lock_state(entry),
+                kernel=registered.get(name),
+                record=record,
+                prefix=prefix,
+                gpus=entry.gpus,
+            )
+        )
+    return rows
+
+
+def _lock_state(entry: EnvEntry) -> str:
+    if not entry.lock_path.is_file():
+        return "none"
+    try:
+        lock_file = locks.read(entry.lock_path)
+        spec = specs.load(entry.spec_path)
+    except WorkbenchError:
+        return "invalid"
+    return "fresh" if lock_file.spec_hash == spec.content_hash() else "stale"

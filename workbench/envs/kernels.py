@@ -1,0 +1,150 @@
+"""Jupyter kernelspecs for project envs, so stock Jupyter tools can start them.
+
+Kernel names are what jupyter_client lists: it lowercases the folder names of kernelspecs
+and the names it is asked for. So env TextGen has kernel wb-textgen, and kernel_name and
+env_of are the one mapping between the two.
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.jsonfiles import write_atomic
+from workbench.project import Project
+
+PREFIX = "wb-"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str
+    path: Path  # the kernelspec folder
+    display_name: str
+    env: str
+    python: str
+    scope: str  # "project" or "user"
+    project_root: str | None = None  # the project that registered it
+
+    @property
+    def env_exists(self) -> bool:
+        return Path(self.python).exists()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "env": self.env,
+            "python": self.python,
+            "scope": self.scope,
+            "path": str(self.path),
+            "env_exists": self.env_exists,
+        }
+
+
+def user_kernels_dir() -> Path:
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "kernels"
+
+
+def kernel_name(project: Project, env: str, user: bool = False) -> str:
+    """wb-NAME in the project; wb-PROJECT-NAME user-wide, so two projects never clash;
+    in lower case, as Jupyter lists it."""
+    name = f"{PREFIX}{_slug(project.name)}-{env}" if user else f"{PREFIX}{env}"
+    return name.lower()
+
+
+def env_of(project: Project, kernel: str) -> str | None:
+    """The project env whose project-scoped kernel is named kernel (in any case), or None."""
+    wanted = kernel.lower()
+    return next((env for env in project.envs if kernel_name(project, env) == wanted), None)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-").lower()
+
+
+def register(
+    project: Project,
+    env: str,
+    python: Path,
+    python_version: str,
+    variables: dict[str, str],
+    gpus: tuple[str, ...] | None,
+    metadata: dict,
+    user: bool = False,
+) -> KernelSpec:
+    """Write (or overwrite) the env's kernelspec and return it."""
+    name = kernel_name(project, env, user)
+    base = user_kernels_dir() if user else project.kernels_dir
+    folder = base / name
+    folder.mkdir(parents=True, exist_ok=True)
+    minor = ".".join(python_version.split(".")[:2])
+    display = f"Python {minor} ({env}, {project.name})" if user else f"Python {minor} ({env})"
+    kernel_env = {**variables, "WORKBENCH_ENV": env, "WORKBENCH_PROJECT": str(project.root)}
+    if gpus is not None:
+        kernel_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    spec = {
+        "argv": [
+            str(python),
+            "-Xfrozen_modules=off",
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}",
+        ],
+        "display_name": display,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": kernel_env,
+        "metadata": {
+            "debugger": True,
+            "workbench": {**metadata, "env": env, "project_root": str(project.root)},
+        },
+    }
+    write_atomic(folder / "kernel.json", json.dumps(spec, indent=1) + "\n")
+    scope = "user" if user else "project"
+    return KernelSpec(name, folder, display, env, str(python), scope, str(project.root))
+
+
+def _read(folder: Path, scope: str) -> KernelSpec | None:
+    try:
+        spec = json.loads((folder / "kernel.json").read_text())
+        meta = spec["metadata"]["workbench"]
+        return KernelSpec(
+            folder.name.lower(),
+            folder,
+            spec["display_name"],
+            meta["env"],
+            spec["argv"][0],
+            scope,
+            meta.get("project_root"),
+        )
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def listed(project: Project) -> list[KernelSpec]:
+    """The project's kernelspecs: project-scoped ones and its user-wide ones."""
+    found: list[KernelSpec] = []
+    for base, scope in ((project.kernels_dir, "project"), (user_kernels_dir(), "user")):
+        if not base.is_dir():
+            continue
+        for folder in sorted(base.iterdir()):
+            spec = _read(folder, scope) if folder.name.startswith(PREFIX) else None
+            if spec and (scope == "project" or spec.project_root == str(project.root)):
+                found.append(spec)
+    return found
+
+
+def remove(spec: KernelSpec) -> None:
+    shutil.rmtree(spec.path, ignore_errors=True)
+
+
+def prune(project: Project) -> list[KernelSpec]:
+    """Remove the project's kernelspecs whose env or interpreter is gone."""
+    gone = [k for k in listed(project) if k.env not in project.envs or not k.env_exists]
+    for spec in gone:
+        remove(spec)
+    return gone

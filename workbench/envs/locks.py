@@ -1,0 +1,130 @@
+"""Lock files: an exact, hashed package list per env, committed beside its spec.
+
+A lock is the backend's own format (uv: hashed requirements; conda: an explicit
+`@EXPLICIT` list with md5s plus `# pip:` lines) under a header of `# key: value`
+comments that records which spec, backend and platform it was made for.
+"""
+
+import hashlib
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from workbench.errors import WorkbenchError
+from workbench.jsonfiles import write_atomic
+from workbench.textfiles import read_text
+
+# A lock of a large env is a few hundred KB (hashes); far above that is not a lock.
+MAX_LOCK_BYTES = 16 << 20
+HEADER = re.compile(r"^# (env|backend|python|platform|spec-hash): (.+)$")
+PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+CONDA_URL = re.compile(r"/([^/]+)-([^-/]+)-([^-/]+)\.(?:conda|tar\.bz2)(?:#.*)?$")
+
+
+def this_platform() -> str:
+    return f"{sys.platform}-{platform.machine()}"
+
+
+@dataclass(frozen=True)
+class Lock:
+    env: str
+    backend: str
+    python: str
+    platform: str
+    spec_hash: str
+    body: str
+
+    @property
+    def body_hash(self) -> str:
+        return hashlib.sha256(self.body.encode()).hexdigest()
+
+    def text(self) -> str:
+        return (
+            f"# workbench lock: regenerate with `workbench env lock {self.env}`, do not edit\n"
+            f"# env: {self.env}\n# backend: {self.backend}\n# python: {self.python}\n"
+            f"# platform: {self.platform}\n# spec-hash: {self.spec_hash}\n"
+            f"{self.body.rstrip()}\n"
+        )
+
+    def packages(self) -> dict[str, str]:
+        """Locked packages, canonical name -> version."""
+        return packages_of(self.body)
+
+    def write(self, path: Path) -> None:
+        write_atomic(path, self.text())
+
+
+def read(path: Path) -> Lock:
+    if not path.exists():
+        raise WorkbenchError(f"{path}: no lock; write one with `workbench env lock`")
+    text = read_text(path, MAX_LOCK_BYTES, "lock file")
+    fields: dict[str, str] = {}
+    body: list[str] = []
+    for line in text.splitlines():
+        match = HEADER.match(line)
+        if match and not body:
+            fields[match[1]] = match[2].strip()
+        elif body or not line.startswith("# workbench lock"):
+            body.append(line)
+    missing = {"env", "backend", "spec-hash"} - set(fields)
+    if missing:
+        raise WorkbenchError(f"{path}: not a workbench lock (missing {', '.join(sorted(missing))})")
+    return Lock(
+        env=fields["env"],
+        backend=fields["backend"],
+        python=fields.get("python", ""),
+        platform=fields.get("platform", ""),
+        spec_hash=fields["spec-hash"],
+        body="\n".join(body).strip() + "\n",
+    )
+
+
+def packages_of(body: str) -> dict[str, str]:
+    """name -> version for `name==version` lines, conda explicit URLs and `# pip:` lines."""
+    found: dict[str, str] = {}
+    for raw in body.splitlines():
+        line = raw.strip()
+        if line.startswith("# pip: "):
+            line = line[len("# pip: ") :]
+        match = PINNED.match(line)
+        if match:
+            found[canonicalize_name(match[1])] = match[2]
+            continue
+        match = CONDA_URL.search(line)
+        if match and not line.startswith("#"):
+            found[canonicalize_name(match[1])] = match[2]
+    return found
+
+
+@dataclass(frozen=True)
+class Drift:
+    added: dict[str, str]  # installed, not in the lock
+    removed: dict[str, str]  # in the lock, not installed
+    changed: dict[str, tuple[str, str]]  # name -> (locked, installed)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def to_json(self) -> dict:
+        return {
+            "added": [{"name": n, "version": v} for n, v in sorted(self.added.items())],
+            "removed": [{"name": n, "version": v} for n, v in sorted(self.removed.items())],
+            "changed": [
+                {"name": n, "locked": a, "installed": b}
+                for n, (a, b) in sorted(self.changed.items())
+            ],
+        }
+
+
+def diff(locked: dict[str, str], installed: dict[str, str]) -> Drift:
+    return Drift(
+        added={n: v for n, v in installed.items() if n not in locked},
+        removed={n: v for n, v in locked.items() if n not in installed},
+        changed={
+            n: (v, installed[n]) for n, v in locked.items() if n in installed and installed[n] != v
+        },
+    )

@@ -1,0 +1,142 @@
+"""`workbench run`: a notebook executed with papermill in its env kernel, and recorded.
+
+Stages: resolve the kernel (the notebook's own, or --env's), check the parameters against
+the notebook's `parameters` cell before any kernel starts, then execute with the workbench
+papermill engine inside the run lifecycle, which saves the output notebook after every cell
+and completes the record however the run ends.
+"""
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.envs import builds, kernels
+from workbench.errors import CHECK_FAILED, INTERRUPTED, WorkbenchError
+from workbench.notebooks import records
+from workbench.notebooks.lifecycle import RecordedRun, RunTimeout, any_cell_ran
+from workbench.notebooks.parameters import coerce, parameters, presets, read
+from workbench.notebooks.records import RunRecord, RunStatus
+from workbench.project import Project
+
+EXIT_CODES = {
+    RunStatus.OK: 0,
+    RunStatus.FAILED: CHECK_FAILED,
+    RunStatus.REGRESSED: CHECK_FAILED,
+    RunStatus.TIMEOUT: CHECK_FAILED,
+    RunStatus.INTERRUPTED: INTERRUPTED,
+}
+
+
+def resolve_env(project: Project, path: Path, nb: dict, env: str | None) -> tuple[str, str]:
+    """(env name, kernel name) for the run: --env's, else the notebook's kernelspec."""
+    if env is None:
+        kernel = (nb.get("metadata", {}).get("kernelspec") or {}).get("name")
+        if not kernel:
+            raise WorkbenchError(f"{path}: the notebook names no kernel; pass --env NAME")
+        env = kernels.env_of(project, kernel)
+        if env is None:
+            known = ", ".join(sorted(project.envs)) or "none"
+            raise WorkbenchError(
+                f"{path}: kernel '{kernel}' is not a project env kernel; pass --env NAME "
+                f"(envs: {known})"
+            )
+    builds.require_built(project, env)
+    return env, kernels.kernel_name(project, env)
+
+
+@dataclass
+class RunRequest:
+    notebook: Path
+    parameters: dict
+    preset: str | None
+    env: str | None = None
+    timeout: float | None = None
+    progress_bar: bool = False
+
+
+def prepare(project: Project, request: RunRequest) -> RunRecord:
+    """Everything checked before a kernel starts; returns the new run's record."""
+    path = request.notebook
+    nb = read(path)
+    env, kernel = resolve_env(project, path, nb, request.env)
+    declared = parameters(path)
+    raw: dict = {}
+    if request.preset:
+        available = presets(nb)
+        if request.preset not in available:
+            names = ", ".join(sorted(available)) or "none"
+            raise WorkbenchError(f"{path.name}: no preset '{request.preset}' (presets: {names})")
+        raw.update(available[request.preset])
+    raw.update(request.parameters)
+    values = coerce(path, declared, raw)
+    return records.start(project, path, env, kernel, values, preset=request.preset)
+
+
+def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
+    """Run the notebook and write its record; returns the record and the exit code."""
+    import papermill
+    from papermill.engines import papermill_engines
+
+    from workbench.notebooks.papermill_engine import WorkbenchEngine
+
+    papermill_engines.register("workbench", WorkbenchEngine)
+    record = prepare(project, request)
+    run = RecordedRun(project, record, request.notebook)
+    try:
+        with run, _deadline(request.timeout), _jupyter_path(project):
+            papermill.execute_notebook(
+                str(request.notebook),
+                str(run.output),
+                parameters=record.parameters,
+                kernel_name=record.kernel,
+                engine_name="workbench",
+                recorded_run=run,
+                cwd=str(request.notebook.parent),
+                progress_bar=request.progress_bar,
+                start_timeout=120,
+            )
+    except (Exception, RunTimeout, KeyboardInterrupt):
+        if record.ended is None:
+            raise  # the lifecycle itself failed: a bug, not an outcome of the run
+    if record.status == RunStatus.FAILED and not any_cell_ran(run.nb or {}):
+        # Nothing ran: the kernel never came up. That is the env's problem, not the notebook's.
+        raise WorkbenchError(
+            f"kernel {record.kernel} could not start ({record.error['ename']}: "
+            f"{record.error['evalue']}); rebuild it with `workbench env create {record.env} "
+            f"--force` (run record: runs/{record.id}/)"
+        )
+    return record, EXIT_CODES[RunStatus(record.status)]
+
+
+@contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    if not seconds:
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise RunTimeout(f"run exceeded {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def _jupyter_path(project: Project) -> Iterator[None]:
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ.update(project.jupyter_env())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved

@@ -1,0 +1,217 @@
+"""`workbench test`: every notebook smoke-run in its own kernel, in parallel.
+
+Each notebook runs as `workbench run NB --preset smoke --json` in a process of its own,
+so timeouts, crashes and kernels stay apart; the run records land in runs/ as usual.
+"""
+
+import json
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench import results
+from workbench.errors import WorkbenchError
+from workbench.notebooks.parameters import PRESET_KEY, presets, read
+from workbench.notebooks.records import RunRecord, RunStatus
+from workbench.project import Project
+from workbench.subprocesses import last_lines, run
+
+SMOKE = "smoke"
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass
+class NotebookResult:
+    notebook: Path
+    ok: bool
+    seconds: float
+    summary: str  # one line: status, or where and why it failed
+    details: str  # traceback or stderr, for people and JUnit
+    record: RunRecord | None
+
+
+def discover(project: Project, given: list[Path]) -> list[Path]:
+    """The notebooks to test: those given, else every .ipynb under notebooks/."""
+    if given:
+        missing = [str(p) for p in given if not p.is_file()]
+        if missing:
+            raise WorkbenchError(f"no such notebook: {', '.join(missing)}")
+        return [p.resolve() for p in given]
+    folder = project.root / "notebooks"
+    found = (
+        sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        if folder.is_dir()
+        else []
+    )
+    if not found:
+        raise WorkbenchError(f"no notebooks under {folder}")
+    return found
+
+
+def run_one(project: Project, notebook: Path, timeout: float) -> NotebookResult:
+    """Smoke-run one notebook in a workbench process of its own."""
+    nb = read(notebook)
+    preset = ["--preset", SMOKE] if SMOKE in presets(nb) else []
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "--project",
+        project.root,
+        "run",
+        notebook,
+        *preset,
+        "--timeout",
+        str(timeout),
+        "--json",
+    ]
+    started = time.monotonic()
+    try:
+        proc = run(cmd, what=f"running {notebook.name}", timeout=timeout + 120, check=False)
+        record = RunRecord.from_json(results.data_of(proc.stdout))
+    except WorkbenchError as exc:
+        seconds = time.monotonic() - started
+        return NotebookResult(notebook, False, seconds, exc.message, exc.message, None)
+    seconds = time.monotonic() - started
+    if record is None:
+        reason = last_lines(proc.stderr, 1) or f"exit {proc.returncode}"
+        return NotebookResult(notebook, False, seconds, reason, proc.stderr, None)
+    details = (record.error or {}).get("traceback") or json.dumps(record.baselines, indent=1)
+    ok = record.status == RunStatus.OK
+    return NotebookResult(notebook, ok, seconds, record.summary(), details, record)
+
+
+def needs(path: Path) -> list[Path]:
+    """Notebooks this one needs to have run first (metadata.workbench.needs, relative)."""
+    nb = read(path)
+    named = nb.get("metadata", {}).get(PRESET_KEY, {}).get("needs", [])
+    return [(path.parent / name).resolve() for name in named]
+
+
+def ordered(paths: list[Path]) -> list[Path]:
+    """paths with every notebook after those it needs (when they are among paths)."""
+    wanted = {p.resolve() for p in paths}
+    done: list[Path] = []
+    visiting: set[Path] = set()
+
+    def visit(path: Path) -> None:
+        if path in done:
+            return
+        if path in visiting:
+            raise WorkbenchError(f"{path.name}: notebooks need each other in a cycle")
+        visiting.add(path)
+        for need in needs(path):
+            if need in wanted:
+                visit(need)
+        visiting.discard(path)
+        done.append(path)
+
+    for path in paths:
+        visit(path.resolve())
+    return done
+
+
+def run_all(
+    project: Project, paths: list[Path], jobs: int, timeout: float, on_result=lambda _r: None
+) -> list[NotebookResult]:
+    """Run the notebooks, jobs at a time, each after the notebooks it needs.
+
+    Notebooks are submitted in dependency order to a first-in-first-out pool, so a
+    notebook only ever waits for ones that already hold a worker or have finished.
+    """
+    order = ordered(paths)
+    finished = {path: threading.Event() for path in order}
+    results: dict[Path, NotebookResult] = {}
+
+    def one(path: Path) -> NotebookResult:
+        for need in (n for n in needs(path) if n in finished):
+            finished[need].wait()
+        failed = [n.name for n in needs(path) if n in results and not results[n].ok]
+        if failed:
+            result = NotebookResult(
+                path, False, 0.0, f"skipped: needs {', '.join(failed)}, which failed", "", None
+            )
+        else:
+            result = run_one(project, path, timeout)
+        results[path] = result
+        finished[path].set()
+        on_result(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, order))
+    return [results[p] for p in order]
+
+
+def write_junit(results: list[NotebookResult], path: Path, root: Path) -> None:
+    failures = sum(not r.ok for r in results)
+    suite = ET.Element(
+        "testsuite",
+        name="notebooks",
+        tests=str(len(results)),
+        failures=str(failures),
+        errors="0",
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    for r in results:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname="notebooks",
+            name=display_path(r.notebook, root),
+            time=f"{r.seconds:.3f}",
+        )
+        if not r.ok:
+            failure = ET.SubElement(case, "failure", message=r.summary)
+            failure.text = r.details
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
+
+
+def with_stored_outputs(paths: list[Path]) -> list[Path]:
+    """Notebooks that keep outputs to check with nbval."""
+    keep = []
+    for path in paths:
+        nb = read(path)
+        if any(c.get("outputs") for c in nb.get("cells", []) if c.get("cell_type") == "code"):
+            keep.append(path)
+    return keep
+
+
+def nbval(project: Project, paths: list[Path], junit: Path | None) -> int:
+    """nbval on notebooks with stored outputs; each starts the kernel its metadata names."""
+    sanitize = project.root / "notebooks" / "nbval_sanitize.cfg"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbval",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--rootdir",
+        str(project.root),
+    ]
+    if sanitize.is_file():
+        cmd += ["--nbval-sanitize-with", str(sanitize)]
+    if junit:
+        cmd += ["--junitxml", str(junit)]
+    return run(
+        [*cmd, *paths],
+        what="nbval",
+        cwd=project.root,
+        env=project.jupyter_env(),
+        check=False,
+        capture=False,
+    ).returncode
+
+
+def display_path(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

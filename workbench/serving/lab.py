@@ -1,0 +1,82 @@
+"""JupyterLab as a service: from the tool's env, seeing the project kernels, with a token."""
+
+import os
+import secrets
+import sys
+
+from workbench.errors import WorkbenchError
+from workbench.jsonfiles import write_atomic
+from workbench.project import Project
+from workbench.serving import net, services
+from workbench.serving.state import Health, Kind
+
+NAME = "lab"
+HEALTH_TIMEOUT = 300.0
+LAB_OPEN = (
+    "JupyterLab answered without its token: a Jupyter config file turns authentication off "
+    "(c.IdentityProvider.token = '' or c.ServerApp.token = ''; `jupyter --paths` lists "
+    "where config lives); remove that line and run `workbench lab` again"
+)
+
+
+def command(project: Project, host: str, port: int, token: str) -> tuple[list[str], dict]:
+    """Lab's argv and environment; the token goes by environment, never argv."""
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--ServerApp.ip={host}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={project.root}",
+    ]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # containers and CI run as root
+    return argv, {**project.jupyter_env(), "JUPYTER_TOKEN": token}
+
+
+def url(port: int, token: str) -> str:
+    return f"http://127.0.0.1:{port}/lab?token={token}"
+
+
+def is_open(port: int) -> bool:
+    """Whether Lab serves its API to a caller without the token: a Jupyter config file
+    with an empty token (c.IdentityProvider.token = "") beats JUPYTER_TOKEN."""
+    return net.probe(f"http://127.0.0.1:{port}/api/kernels") == Health.HEALTHY
+
+
+def running_url(project: Project) -> str | None:
+    """The URL (with token) of the Lab that `lab --detach` started, if it still runs."""
+    service = services.running(project, NAME)
+    if service is None or not project.lab_token_path.is_file():
+        return None
+    return url(service.port, project.lab_token_path.read_text().strip())
+
+
+def start_detached(project: Project, port: int) -> str:
+    """Lab under a supervisor; returns its URL once healthy and checked to need its token."""
+    token = secrets.token_urlsafe(24)
+    argv, env = command(project, "127.0.0.1", port, token)
+    services.start(project, NAME, Kind.LAB, argv, env, "127.0.0.1", port, None)
+    services.wait_healthy(project, NAME, HEALTH_TIMEOUT)
+    if is_open(port):
+        # No kernels yet, and Lab may sit on a SIGTERM this early: no need to wait.
+        services.stop(project, NAME, grace=2.0)
+        raise WorkbenchError(LAB_OPEN)
+    write_atomic(project.lab_token_path, token, mode=0o600)
+    return url(port, token)
+
+
+def run_foreground(project: Project, port: int, on_ready) -> int:
+    """Lab in the foreground until Ctrl-C; on_ready(url) once it is up and needs its token."""
+    token = secrets.token_urlsafe(24)
+    argv, env = command(project, "127.0.0.1", port, token)
+
+    def healthy() -> None:
+        if is_open(port):
+            raise WorkbenchError(LAB_OPEN)
+        on_ready(url(port, token))
+
+    health = net.health_url(Kind.LAB, port)
+    return services.foreground(argv, env, project.root, health, healthy, "starting JupyterLab")

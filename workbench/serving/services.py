@@ -1,0 +1,218 @@
+"""Services (apps and JupyterLab): started under a detached supervisor or in the foreground,
+listed, waited for, stopped.
+
+A service lives in .workbench/apps/NAME/ (service.json, state.json, the app's tmp/) and
+logs to .workbench/logs/NAME.log. Everything binds 127.0.0.1 unless told otherwise, and
+binding anywhere else needs auth (workbench.serving.apps).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.project import Project
+from workbench.serving import net
+from workbench.serving.state import (
+    Health,
+    Kind,
+    Service,
+    ServiceSpec,
+    ServiceState,
+    ServiceStatus,
+)
+from workbench.subprocesses import spawn
+
+SPEC, STATE = "service.json", "state.json"
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running(project: Project, name: str) -> Service | None:
+    """The service called name if its supervisor is alive."""
+    folder = project.service_dir(name)
+    spec, state = ServiceSpec.read(folder / SPEC), ServiceState.read(folder / STATE)
+    if spec is None or state is None or not alive(state.supervisor_pid):
+        return None
+    pid = state.pid if alive(state.pid) else None
+    health = net.probe(net.health_url(spec.kind, spec.port)) if pid else Health.DOWN
+    return Service(
+        name=name,
+        kind=spec.kind,
+        env=spec.env_name,
+        host=spec.host,
+        port=spec.port,
+        url=spec.url,
+        status=state.status,
+        health=health,
+        pid=pid,
+        supervisor_pid=state.supervisor_pid,
+        restarts=state.restarts,
+        uptime=round(time.time() - state.last_start, 1) if state.last_start and pid else None,
+        standby_pid=state.standby_pid if alive(state.standby_pid) else None,
+    )
+
+
+def listed(project: Project) -> list[Service]:
+    folder = project.services_dir
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [s for s in (running(project, n) for n in names) if s is not None]
+
+
+def start(
+    project: Project,
+    name: str,
+    kind: Kind,
+    argv: list[str],
+    extra_env: dict[str, str],
+    host: str,
+    port: int,
+    env_name: str | None,
+) -> None:
+    """Start name under a detached supervisor (apps get a warm spare)."""
+    folder = project.service_dir(name)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    project.logs_dir.mkdir(parents=True, exist_ok=True)
+    shown_host = "127.0.0.1" if net.is_loopback(host) else host
+    spec = ServiceSpec(
+        name=name,
+        kind=kind,
+        argv=argv,
+        cwd=str(project.root),
+        host=host,
+        port=port,
+        url=f"http://{shown_host}:{port}/",
+        log=str(project.log_path(name)),
+        env_name=env_name,
+        env=extra_env,
+        standby=kind == Kind.APP,
+    )
+    spec.write(folder / SPEC, mode=0o600)  # it may hold the app's login
+    (folder / STATE).unlink(missing_ok=True)
+    with open(spec.log, "ab") as log:
+        spawn(
+            [sys.executable, "-m", "workbench.serving.supervisor", folder],
+            what=f"starting the supervisor of {name}",
+            cwd=project.root,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+
+def wait_healthy(project: Project, name: str, timeout: float) -> Service:
+    """Block until the service answers healthy, or raise with the end of its log."""
+    folder = project.service_dir(name)
+    spec = ServiceSpec.read(folder / SPEC)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = ServiceState.read(folder / STATE)
+        # A first start that exited is reported at once, not after the restart backoff.
+        if state and (
+            state.status == ServiceStatus.FAILED
+            or state.restarts > 0
+            or not alive(state.supervisor_pid)
+        ):
+            stop(project, name)
+            raise WorkbenchError(f"{name} failed to start: {log_tail(Path(spec.log))}")
+        url = net.health_url(spec.kind, spec.port)
+        if state and state.pid and net.probe(url) == Health.HEALTHY:
+            return running(project, name)
+        time.sleep(0.2)
+    stop(project, name)
+    raise WorkbenchError(
+        f"{name} was not healthy after {timeout:g} s (see `workbench logs {name}`)", CHECK_FAILED
+    )
+
+
+def log_tail(path: Path, scan: int = 200) -> str:
+    """Why a service stopped, from its log: the last error-level JSON message or plain-text
+    line (runners and tracebacks print those), else the last message."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-scan:]
+    except OSError:
+        return "(no log)"
+    last_message = "(empty log)"
+    for line in reversed(lines):
+        if not line.strip() or line.startswith((" ", "\t")):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return line.strip()
+        if not isinstance(entry, dict):
+            return line.strip()
+        if entry.get("level") in ("error", "critical"):
+            return str(entry.get("msg"))
+        if last_message == "(empty log)":
+            last_message = str(entry.get("msg", line))
+    return last_message
+
+
+def stop(project: Project, name: str, grace: float = 20.0) -> bool:
+    """Stop a service and its supervisor; True if one was running."""
+    folder = project.service_dir(name)
+    state = ServiceState.read(folder / STATE)
+    if state is None or not alive(state.supervisor_pid):
+        (folder / STATE).unlink(missing_ok=True)
+        return False
+    os.kill(state.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and alive(state.supervisor_pid):
+        time.sleep(0.1)
+    for pid in (state.supervisor_pid, state.pid):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (folder / STATE).unlink(missing_ok=True)
+    return True
+
+
+def foreground(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    url: str,
+    on_healthy: Callable[[], None],
+    what: str,
+) -> int:
+    """Run a server in the foreground until it exits or Ctrl-C stops it (then 0); calls
+    on_healthy once, when url first answers healthy (it may raise to stop the server)."""
+    proc = spawn(argv, what=what, cwd=cwd, env=env, stdin=None)
+    try:
+        announced = False
+        while proc.poll() is None:
+            if not announced and net.probe(url) == Health.HEALTHY:
+                announced = True
+                on_healthy()
+            time.sleep(0.2)
+        return proc.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _terminate(proc)
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after grace seconds (Lab ignores SIGTERM early in its start)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,105 @@
+"""One `ssh -L` line for JupyterLab and every running app, and a laptop-side runner of it."""
+
+import getpass
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from workbench import results
+from workbench.errors import WorkbenchError
+from workbench.serving import net
+from workbench.subprocesses import run, spawn
+
+SSH_KEEPALIVE = [
+    "-o",
+    "ExitOnForwardFailure=yes",
+    "-o",
+    "ServerAliveInterval=15",
+    "-o",
+    "ServerAliveCountMax=3",
+]
+
+
+@dataclass(frozen=True)
+class Forward:
+    name: str
+    local: int
+    remote: int
+
+    def ssh_arg(self) -> str:
+        # the laptop end binds loopback explicitly, whatever GatewayPorts says
+        return f"127.0.0.1:{self.local}:127.0.0.1:{self.remote}"
+
+
+def default_destination() -> str:
+    return f"{getpass.getuser()}@{socket.getfqdn()}"
+
+
+def command(destination: str, forwards: list[Forward], ssh_options: list[str] = ()) -> list[str]:
+    args = ["ssh", "-N", *ssh_options]
+    for forward in forwards:
+        args += ["-L", forward.ssh_arg()]
+    return [*args, destination]
+
+
+def line(destination: str, forwards: list[Forward]) -> str:
+    return shlex.join(command(destination, forwards))
+
+
+def remote_services(destination: str, ssh_options: list[str], workbench: str) -> list[dict]:
+    """`workbench ps --json` run on the server over ssh (any version of workbench there)."""
+    remote = f"{workbench} ps --json"
+    proc = run(
+        ["ssh", *ssh_options, "-o", "BatchMode=yes", destination, remote],
+        what=f"`{remote}` on {destination}",
+        timeout=60,
+        check=False,
+    )
+    try:
+        services = results.data_of(proc.stdout, f"`{remote}` on {destination}")
+    except WorkbenchError:
+        if proc.returncode == 0:
+            raise
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise WorkbenchError(f"`{remote}` on {destination} failed: {last}") from None
+    if not isinstance(services, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("port"), int) for s in services
+    ):
+        raise WorkbenchError(f"`{remote}` on {destination} did not list services")
+    return services
+
+
+def local_forwards(services: list[dict]) -> list[Forward]:
+    """Same local port as on the server where free here, else the next free one."""
+    taken: set[int] = set()
+    forwards = []
+    for service in services:
+        local = service["port"]
+        while local in taken or not net.port_is_free(local):
+            local += 1
+        taken.add(local)
+        forwards.append(Forward(service["name"], local, service["port"]))
+    return forwards
+
+
+def hold(cmd: list[str], on_event: Callable[[str], None]) -> int:
+    """Run ssh until Ctrl-C, reconnecting with backoff whenever it drops."""
+    failures = 0
+    proc: subprocess.Popen | None = None
+    try:
+        while True:
+            began = time.monotonic()
+            proc = spawn(cmd, what="ssh")
+            code = proc.wait()
+            failures = 0 if time.monotonic() - began > 30 else failures + 1
+            delay = net.backoff(failures)
+            on_event(f"ssh exited ({code}); reconnecting in {delay:.1f} s")
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        return 0
