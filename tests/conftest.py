@@ -217,3 +217,7 @@ def listening_sockets(pids: Iterable[int]) -> list[Listener]:
 def listening_ports(pid: int) -> dict[int, str]:
     """port -> local address of the TCP sockets one process listens on."""
     return {s.port: s.address for s in listening_sockets([pid]) if s.proto.startswith("tcp")}
+
+
+# Session fixtures for container tests: `podman` (env for podman/buildah) and `base_image`.
+from tests.containers import base_image, podman  # noqa: E402, F401
