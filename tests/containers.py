@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from workbench import pipconfig
+from workbench.envs import pipconfig
 from workbench.subprocesses import last_lines
 
 BASE_IMAGE = "localhost/workbench-base:bookworm-py311"

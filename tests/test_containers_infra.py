@@ -40,7 +40,8 @@ from tests.containers import (
     run,
     run_podman,
 )
-from workbench import pipconfig, serving
+from workbench.envs import pipconfig
+from workbench.serving import net
 
 REQUIREMENTS = "fastapi\nuvicorn\n"
 # A fixed resolution date keeps the lock, and so the builder stage's cached layers, stable.
@@ -329,8 +330,8 @@ def test_container_serves_on_loopback_as_10001_and_stops_on_sigterm(
         app_image.id,
     )  # fmt: skip
     try:
-        url = serving.health_url("app", port)
-        while serving.probe(url) != "healthy":
+        url = net.health_url("app", port)
+        while net.probe(url) != "healthy":
             assert time.monotonic() - started < 60, run_podman(podman, "logs", container)
             time.sleep(0.1)
         report(f"start to healthy: {time.monotonic() - started:.1f} s")
