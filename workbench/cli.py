@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__, results
 from workbench import project as projects
-from workbench.commands import env, kernels, run, serve, test
+from workbench.commands import env, gpus, kernels, run, serve, test
 from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -25,6 +25,7 @@ Common flows:
   workbench test -n 2                 smoke-run every notebook as a test
   workbench up && workbench ps        start the Gradio apps in the background, check them
   workbench tunnel --print            the ssh -L line that reaches lab and apps
+  workbench gpus                      the server's GPUs and who holds them
 
 --project and -v go before or after the command. --json prints one object with a
 "schema" version and the command's data (or its error).
@@ -58,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _options(argparse.SUPPRESS)
-    for module in (env, kernels, run, test, serve):
+    for module in (env, kernels, run, test, serve, gpus):
         module.add_parser(sub, common)
     return top
 
@@ -97,7 +98,7 @@ def _project(args: argparse.Namespace) -> projects.Project | None:
     try:
         root = projects.find_root(args.project or Path.cwd())
     except WorkbenchError:
-        if args.handler in (env.cmd_plan, serve.cmd_tunnel):
-            return None  # these also work outside a project (a spec file; the laptop)
+        if args.handler in (env.cmd_plan, serve.cmd_tunnel, gpus.cmd_gpus):
+            return None  # these also work outside a project (a spec file; the laptop; GPUs)
         raise
     return projects.load(root)

@@ -22,11 +22,13 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """One model env: its spec file and the GPUs its kernels and apps may see."""
+    """One model env: its spec file and the GPUs its kernels and apps may see: pinned
+    (`gpus = [0, 1]`) or a count leased at each start (`gpus = 1`)."""
 
     name: str
     spec_path: Path
     gpus: tuple[str, ...] | None = None
+    gpu_count: int | None = None
 
     @property
     def lock_path(self) -> Path:
@@ -188,7 +190,7 @@ def load(root: Path) -> Project:
         )
         if env_name not in envs and not spec_path.is_file():
             raise WorkbenchError(f"{where}: spec file {spec_path} does not exist")
-        envs[env_name] = EnvEntry(env_name, spec_path, _gpus(table.get("gpus"), where))
+        envs[env_name] = EnvEntry(env_name, spec_path, *_gpus(table.get("gpus"), where))
     _check_env_names(envs, manifest_path)
     apps = {
         app_name: _app(root, manifest_path, app_name, table, envs)
@@ -262,12 +264,15 @@ def _app(root: Path, manifest_path: Path, name: str, table: object, envs: dict) 
     return AppEntry(name, env, _inside(root, table["file"], f"{where}: file"), port, model)
 
 
-def _gpus(given: object, where: str) -> tuple[str, ...] | None:
+def _gpus(given: object, where: str) -> tuple[tuple[str, ...] | None, int | None]:
+    """(pinned indices, count): a list or "0,1" pins, a number asks for that many."""
     if given is None:
-        return None
+        return None, None
     value = given
     if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
+        if value >= 1:
+            return None, value
+        raise WorkbenchError(f"{where}: gpus = {value}: a count of GPUs is at least 1")
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
     if (
@@ -275,7 +280,8 @@ def _gpus(given: object, where: str) -> tuple[str, ...] | None:
         and value
         and all(isinstance(v, int | str) and DIGITS.fullmatch(str(v).strip()) for v in value)
     ):
-        return tuple(str(v).strip() for v in value)
+        return tuple(str(v).strip() for v in value), None
     raise WorkbenchError(
-        f'{where}: gpus = {excerpt(repr(given))}: expected GPU indices such as [0, 1] or "0,1"'
+        f"{where}: gpus = {excerpt(repr(given))}: expected GPU indices such as [0, 1] or "
+        '"0,1", or a count such as 1'
     )

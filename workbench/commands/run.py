@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.table import Table
 
 from workbench import project as projects
+from workbench.commands import gpus
 from workbench.console import err, escape, out
 from workbench.errors import WorkbenchError, excerpt
 from workbench.notebooks import execution, records
@@ -45,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--env", metavar="NAME", help="run in this env's kernel instead")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this")
+    gpus.add_wait_option(p)
     p.add_argument("--json", action="store_true", help="print the run record as JSON")
     p.set_defaults(handler=cmd_run)
 
@@ -79,6 +81,8 @@ def cmd_run(args: argparse.Namespace, project: projects.Project) -> Result:
         env=args.env,
         timeout=args.timeout,
         progress_bar=err.is_terminal and not args.json,
+        gpu_wait=args.wait,
+        on_gpu_wait=gpus.say_waiting,
     )
     if not args.json:
         err.print(f"running {escape(str(args.notebook))} …", highlight=False)

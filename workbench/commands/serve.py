@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from workbench import project as projects
+from workbench.commands import gpus
 from workbench.console import err, escape, out
 from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.results import Result
@@ -36,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("app", metavar="APP")
     p.add_argument("--port", type=int, help="default: the manifest's, or the next free one")
+    gpus.add_wait_option(p)
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser(
@@ -46,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "them when they crash; returns once each is healthy.",
     )
     p.add_argument("apps", nargs="*", metavar="APP")
+    gpus.add_wait_option(p)
     p.add_argument(
         "--timeout",
         type=float,
@@ -80,6 +83,12 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument("--port", type=int, help="default: [lab] port in the manifest, or 8888")
     p.add_argument("--detach", action="store_true", help="run in the background (see ps/down)")
+    p.add_argument(
+        "--cull-idle",
+        metavar="DURATION",
+        help="shut kernels down after this long without activity (e.g. 2h; tabs open or "
+        "not, never while busy), which frees their GPUs",
+    )
     p.add_argument("--json", action="store_true", help="with --detach: print the URL as JSON")
     p.set_defaults(handler=cmd_lab)
 
@@ -122,14 +131,18 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
 
 def _start_app(
-    project: projects.Project, name: str, host: str, auth: str | None, taken: set[int]
+    project: projects.Project,
+    name: str,
+    host: str,
+    auth: str | None,
+    taken: set[int],
+    wait: float | None,
 ) -> int:
     app = project.app(name)
     port = net.pick_port(app.port, host, taken)
     if port != app.port:
         err.print(f"{name}: port {app.port} is in use, using {port}")
-    argv, env = apps.command(project, app, host, port, auth)
-    services.start(project, name, Kind.APP, argv, env, host, port, app.env)
+    apps.start(project, app, host, port, auth, wait, gpus.say_waiting)
     return port
 
 
@@ -146,14 +159,18 @@ def cmd_serve(args: argparse.Namespace, project: projects.Project) -> Result:
     port = args.port or net.pick_port(app.port, args.host)
     if port != app.port:
         err.print(f"port {app.port} is in use, using {port}")
-    argv, env = apps.command(project, app, args.host, port, auth)
+    leased = apps.gpus_for(project, app, args.wait, gpus.say_waiting)
+    argv, env = apps.command(project, app, args.host, port, auth, leased)
 
     def announce() -> None:
         err.print(f"[green]serving[/] {app.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)")
         err.print(tunnel.line(tunnel.default_destination(), [tunnel.Forward(app.name, port, port)]))
 
     url = net.health_url(Kind.APP, port)
-    code = services.foreground(argv, env, project.root, url, announce, f"serving {app.name}")
+    try:
+        code = services.foreground(argv, env, project.root, url, announce, f"serving {app.name}")
+    finally:
+        leased.release()
     return Result(code=code)
 
 
@@ -172,7 +189,7 @@ def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
         if current:
             err.print(f"{name}: already running at {current.url}")
             continue
-        taken.add(_start_app(project, name, args.host, auth, taken))
+        taken.add(_start_app(project, name, args.host, auth, taken, args.wait))
         started.append(name)
     code = 0
     for name in started:
@@ -265,6 +282,7 @@ def cmd_logs(args: argparse.Namespace, project: projects.Project) -> Result:
 
 
 def cmd_lab(args: argparse.Namespace, project: projects.Project) -> Result:
+    cull_idle = lab.duration(args.cull_idle) if args.cull_idle else None
     port = args.port or net.pick_port(project.lab_port, "127.0.0.1")
     if args.detach:
         current = lab.running_url(project)
@@ -272,7 +290,7 @@ def cmd_lab(args: argparse.Namespace, project: projects.Project) -> Result:
             return Result(
                 {"url": current}, lambda: err.print(f"JupyterLab is already running at {current}")
             )
-        url = lab.start_detached(project, port)
+        url = lab.start_detached(project, port, cull_idle)
 
         def show() -> None:
             err.print(f"[green]✓[/] JupyterLab at {url}")
@@ -284,7 +302,7 @@ def cmd_lab(args: argparse.Namespace, project: projects.Project) -> Result:
         line = tunnel.line(tunnel.default_destination(), [tunnel.Forward(lab.NAME, port, port)])
         err.print(f"JupyterLab at {url}\n{line}")
 
-    return Result(code=lab.run_foreground(project, port, ready))
+    return Result(code=lab.run_foreground(project, port, ready, cull_idle))
 
 
 def _print_tunnel(listed: list[Service]) -> None:

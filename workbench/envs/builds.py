@@ -134,9 +134,8 @@ def create(
     record = EnvRecord.of(active) if active else None
     if not force and record and record.build_id == bid and active:
         link_runtime(project, active)
-        kernel = _kernel_if_current(project, name, active, user)
-        if kernel is None:
-            kernel = _register(project, entry, spec, record, active, user)
+        # rewritten every time: the manifest's GPUs may have changed, not the spec
+        kernel = _register(project, entry, spec, record, active, user)
         return CreateResult(name, "unchanged", record, active, kernel, list(spec.warnings))
 
     with _build_lock(project, name):
@@ -267,6 +266,7 @@ def _register(
         python_version=record.python_version,
         variables=spec.variables,
         gpus=entry.gpus,
+        gpu_count=entry.gpu_count,
         metadata={
             "spec_hash": record.spec_hash,
             "lock_hash": record.lock_hash,
@@ -274,16 +274,6 @@ def _register(
             "build_id": record.build_id,
         },
         user=user,
-    )
-
-
-def _kernel_if_current(
-    project: Project, name: str, prefix: Path, user: bool
-) -> kernels.KernelSpec | None:
-    wanted = kernels.kernel_name(project, name, user)
-    python = str(prefix / "bin" / "python")
-    return next(
-        (k for k in kernels.listed(project) if k.name == wanted and k.python == python), None
     )
 
 

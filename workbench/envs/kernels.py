@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.gpus import assign
 from workbench.jsonfiles import write_atomic
 from workbench.project import Project
 
@@ -74,8 +75,11 @@ def register(
     gpus: tuple[str, ...] | None,
     metadata: dict,
     user: bool = False,
+    gpu_count: int | None = None,
 ) -> KernelSpec:
-    """Write (or overwrite) the env's kernelspec and return it."""
+    """Write (or overwrite) the env's kernelspec and return it. An env that asks for GPUs
+    (pinned or a count) gets the workbench-gpus provisioner, which sets
+    CUDA_VISIBLE_DEVICES at each launch (workbench.gpus.provisioner)."""
     name = kernel_name(project, env, user)
     base = user_kernels_dir() if user else project.kernels_dir
     folder = base / name
@@ -83,8 +87,6 @@ def register(
     minor = ".".join(python_version.split(".")[:2])
     display = f"Python {minor} ({env}, {project.name})" if user else f"Python {minor} ({env})"
     kernel_env = {**variables, "WORKBENCH_ENV": env, "WORKBENCH_PROJECT": str(project.root)}
-    if gpus is not None:
-        kernel_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     spec = {
         "argv": [
             str(python),
@@ -103,6 +105,8 @@ def register(
             "workbench": {**metadata, "env": env, "project_root": str(project.root)},
         },
     }
+    if gpus or gpu_count:
+        spec["metadata"]["kernel_provisioner"] = assign.provisioner_metadata(gpus, gpu_count)
     write_atomic(folder / "kernel.json", json.dumps(spec, indent=1) + "\n")
     scope = "user" if user else "project"
     return KernelSpec(name, folder, display, env, str(python), scope, str(project.root))

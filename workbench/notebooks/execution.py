@@ -8,13 +8,15 @@ and completes the record however the run ends.
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.envs import builds, kernels
 from workbench.errors import CHECK_FAILED, INTERRUPTED, WorkbenchError
+from workbench.gpus import assign
+from workbench.gpus.leases import Holder
 from workbench.notebooks import records
 from workbench.notebooks.lifecycle import RecordedRun, RunTimeout, any_cell_ran
 from workbench.notebooks.parameters import coerce, parameters, presets, read
@@ -55,6 +57,9 @@ class RunRequest:
     env: str | None = None
     timeout: float | None = None
     progress_bar: bool = False
+    gpu_wait: float | None = None  # seconds to wait for a free GPU (None: fail at once)
+    on_gpu_wait: Callable[[str], None] = lambda _why: None
+    sweep: str | None = None
 
 
 def prepare(project: Project, request: RunRequest) -> RunRecord:
@@ -72,7 +77,9 @@ def prepare(project: Project, request: RunRequest) -> RunRecord:
         raw.update(available[request.preset])
     raw.update(request.parameters)
     values = coerce(path, declared, raw)
-    return records.start(project, path, env, kernel, values, preset=request.preset)
+    record = records.start(project, path, env, kernel, values, preset=request.preset)
+    record.sweep = request.sweep
+    return record
 
 
 def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
@@ -84,9 +91,15 @@ def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
 
     papermill_engines.register("workbench", WorkbenchEngine)
     record = prepare(project, request)
+    entry = project.env(record.env)
+    holder = Holder("run", record.id, str(project.root))
+    gpus = assign.assign(
+        entry.gpus, entry.gpu_count, holder, wait=request.gpu_wait, on_wait=request.on_gpu_wait
+    )
+    record.gpus = gpus.devices
     run = RecordedRun(project, record, request.notebook)
     try:
-        with run, _deadline(request.timeout), _jupyter_path(project):
+        with run, _deadline(request.timeout), _environ(project, gpus):
             papermill.execute_notebook(
                 str(request.notebook),
                 str(run.output),
@@ -101,6 +114,8 @@ def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
     except (Exception, RunTimeout, KeyboardInterrupt):
         if record.ended is None:
             raise  # the lifecycle itself failed: a bug, not an outcome of the run
+    finally:
+        gpus.release()
     if record.status == RunStatus.FAILED and not any_cell_ran(run.nb or {}):
         # Nothing ran: the kernel never came up. That is the env's problem, not the notebook's.
         raise WorkbenchError(
@@ -130,13 +145,17 @@ def _deadline(seconds: float | None) -> Iterator[None]:
 
 
 @contextmanager
-def _jupyter_path(project: Project) -> Iterator[None]:
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ.update(project.jupyter_env())
+def _environ(project: Project, gpus: assign.Assignment) -> Iterator[None]:
+    """The kernel papermill starts sees the project kernels and the run's GPUs (which its
+    provisioner then leaves as they are)."""
+    added = {**project.jupyter_env(), **gpus.environ()}
+    saved = {name: os.environ.get(name) for name in added}
+    os.environ.update(added)
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -56,6 +56,10 @@ class RunRecord(StateFile):
     error: dict | None = None
     metrics: dict = field(default_factory=dict)
     baselines: list = field(default_factory=list)
+    gpus: list[str] | None = None  # CUDA_VISIBLE_DEVICES the kernel got (None: left alone)
+    sweep: str | None = None  # the sweep this run belongs to
+    node: str | None = None  # the Ray node it ran on (cluster sweeps)
+    attempts: list = field(default_factory=list)  # earlier tries lost with their node
 
     def path(self, project: Project) -> Path:
         return project.runs_dir / self.id / "record.json"

@@ -1,6 +1,7 @@
 """JupyterLab as a service: from the tool's env, seeing the project kernels, with a token."""
 
 import os
+import re
 import secrets
 import sys
 
@@ -12,6 +13,8 @@ from workbench.serving.state import Health, Kind
 
 NAME = "lab"
 HEALTH_TIMEOUT = 300.0
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LAB_OPEN = (
     "JupyterLab answered without its token: a Jupyter config file turns authentication off "
     "(c.IdentityProvider.token = '' or c.ServerApp.token = ''; `jupyter --paths` lists "
@@ -19,7 +22,28 @@ LAB_OPEN = (
 )
 
 
-def command(project: Project, host: str, port: int, token: str) -> tuple[list[str], dict]:
+def duration(text: str) -> int:
+    """Seconds in "90s", "30m", "2h", "1d" or a plain number of seconds (for --cull-idle)."""
+    match = DURATION.fullmatch(text.strip().lower())
+    if not match or float(match[1]) <= 0:
+        raise WorkbenchError(f"--cull-idle {text!r}: expected a duration such as 90s, 30m or 2h")
+    return max(1, round(float(match[1]) * UNITS[match[2] or "s"]))
+
+
+def culling(idle_s: int) -> list[str]:
+    """Jupyter Server options that shut kernels down after idle_s seconds without
+    activity, tabs open or not (that is what frees their GPUs), never while busy."""
+    return [
+        f"--MappingKernelManager.cull_idle_timeout={idle_s}",
+        f"--MappingKernelManager.cull_interval={min(300, max(1, idle_s // 10))}",
+        "--MappingKernelManager.cull_connected=True",
+        "--MappingKernelManager.cull_busy=False",
+    ]
+
+
+def command(
+    project: Project, host: str, port: int, token: str, cull_idle: int | None = None
+) -> tuple[list[str], dict]:
     """Lab's argv and environment; the token goes by environment, never argv."""
     argv = [
         sys.executable,
@@ -33,6 +57,8 @@ def command(project: Project, host: str, port: int, token: str) -> tuple[list[st
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")  # containers and CI run as root
+    if cull_idle:
+        argv += culling(cull_idle)
     return argv, {**project.jupyter_env(), "JUPYTER_TOKEN": token}
 
 
@@ -54,10 +80,10 @@ def running_url(project: Project) -> str | None:
     return url(service.port, project.lab_token_path.read_text().strip())
 
 
-def start_detached(project: Project, port: int) -> str:
+def start_detached(project: Project, port: int, cull_idle: int | None = None) -> str:
     """Lab under a supervisor; returns its URL once healthy and checked to need its token."""
     token = secrets.token_urlsafe(24)
-    argv, env = command(project, "127.0.0.1", port, token)
+    argv, env = command(project, "127.0.0.1", port, token, cull_idle)
     services.start(project, NAME, Kind.LAB, argv, env, "127.0.0.1", port, None)
     services.wait_healthy(project, NAME, HEALTH_TIMEOUT)
     if is_open(port):
@@ -68,10 +94,10 @@ def start_detached(project: Project, port: int) -> str:
     return url(port, token)
 
 
-def run_foreground(project: Project, port: int, on_ready) -> int:
+def run_foreground(project: Project, port: int, on_ready, cull_idle: int | None = None) -> int:
     """Lab in the foreground until Ctrl-C; on_ready(url) once it is up and needs its token."""
     token = secrets.token_urlsafe(24)
-    argv, env = command(project, "127.0.0.1", port, token)
+    argv, env = command(project, "127.0.0.1", port, token, cull_idle)
 
     def healthy() -> None:
         if is_open(port):
