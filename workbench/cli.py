@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__, results
 from workbench import project as projects
-from workbench.commands import env, gpus, kernels, run, serve, test
+from workbench.commands import env, gpus, kernels, run, serve, sweep, test
 from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -22,6 +22,7 @@ Common flows:
   workbench kernels                   the project's kernels and the JUPYTER_PATH to see them
   workbench run NB -p steps 2000      run a notebook in its env kernel, record it in runs/
   workbench runs compare A B          compare recorded runs (parameters, metrics)
+  workbench sweep NB -p lr 1e-3,3e-4  a parameter grid, every point a recorded run
   workbench test -n 2                 smoke-run every notebook as a test
   workbench up && workbench ps        start the Gradio apps in the background, check them
   workbench tunnel --print            the ssh -L line that reaches lab and apps
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _options(argparse.SUPPRESS)
-    for module in (env, kernels, run, test, serve, gpus):
+    for module in (env, kernels, run, sweep, test, serve, gpus):
         module.add_parser(sub, common)
     return top
 

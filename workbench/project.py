@@ -96,6 +96,10 @@ class Project:
     def log_path(self, service: str) -> Path:
         return self.logs_dir / f"{service}.log"
 
+    def pool_log_path(self, slot: int) -> Path:
+        """What the worker of warm-kernel slot N (sweeps, tests) and its kernels print."""
+        return self.logs_dir / "pool" / f"slot-{slot}.log"
+
     @property
     def services_dir(self) -> Path:
         """One folder per running app (and JupyterLab): its state files and temp dir."""

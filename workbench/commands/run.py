@@ -59,7 +59,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(handler=cmd_show)
     compare = verbs.add_parser("compare", parents=[common], help="runs side by side")
-    compare.add_argument("run_ids", nargs="+", metavar="ID")
+    compare.add_argument("run_ids", nargs="*", metavar="ID")
+    compare.add_argument(
+        "--sweep",
+        metavar="ID",
+        help="the runs of this sweep: a table of metrics against the swept parameters "
+        "(--plot draws --metric against the first of them)",
+    )
     compare.add_argument(
         "--plot", type=Path, metavar="FILE.png", help="bar chart of a metric across the runs"
     )
@@ -138,6 +144,12 @@ def cmd_show(args: argparse.Namespace, project: projects.Project) -> Result:
 
 
 def cmd_compare(args: argparse.Namespace, project: projects.Project) -> Result:
+    if args.sweep:
+        if args.run_ids:
+            raise WorkbenchError("give run ids or --sweep ID, not both")
+        return compare_sweep(project, args.sweep, args.plot, args.metric)
+    if not args.run_ids:
+        raise WorkbenchError("give the ids of the runs to compare, or --sweep ID")
     compared = [records.find(project, run_id) for run_id in args.run_ids]
     metrics = _metric_names(compared)
     if args.plot:
@@ -153,6 +165,49 @@ def cmd_compare(args: argparse.Namespace, project: projects.Project) -> Result:
         for r in compared
     ]
     return Result(data, lambda: _show_compare(compared, metrics))
+
+
+def compare_sweep(
+    project: projects.Project, sweep_id: str, plot: Path | None, metric: str | None
+) -> Result:
+    from workbench.notebooks import sweep
+
+    found, runs = sweep.load(project, sweep_id)
+    names = sweep.swept_names(found, runs)
+    metrics = _metric_names(runs)
+    if plot:
+        chosen = metric or next(iter(metrics), None)
+        if chosen is None:
+            raise WorkbenchError(f"no run of sweep {sweep_id} recorded a metric to plot")
+        if not names:
+            raise WorkbenchError(f"sweep {sweep_id}: no parameter varies across its runs")
+        sweep.plot(runs, names, chosen, plot)
+        err.print(f"wrote {plot}")
+    rows = [
+        {
+            "id": r.id,
+            "status": r.status,
+            "parameters": {n: r.parameters.get(n) for n in names},
+            "metrics": r.metrics,
+            "gpus": r.gpus,
+            "node": r.node,
+        }
+        for r in runs
+    ]
+    data = {"sweep": found.id if found else sweep_id, "parameters": names, "runs": rows}
+
+    def show() -> None:
+        table = Table(*names, "status", *metrics, "run", title=f"sweep {data['sweep']}")
+        for r in runs:
+            table.add_row(
+                *[_short(r.parameters.get(n)) for n in names],
+                r.status,
+                *[_short(r.metrics.get(m)) for m in metrics],
+                r.id,
+            )
+        out.print(table)
+
+    return Result(data, show)
 
 
 def _show_compare(compared: list[RunRecord], metrics: list[str]) -> None:

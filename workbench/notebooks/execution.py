@@ -60,6 +60,7 @@ class RunRequest:
     gpu_wait: float | None = None  # seconds to wait for a free GPU (None: fail at once)
     on_gpu_wait: Callable[[str], None] = lambda _why: None
     sweep: str | None = None
+    on_start: Callable[[RunRecord], None] = lambda _record: None  # record saved, kernel next
 
 
 def prepare(project: Project, request: RunRequest) -> RunRecord:
@@ -82,8 +83,11 @@ def prepare(project: Project, request: RunRequest) -> RunRecord:
     return record
 
 
-def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
-    """Run the notebook and write its record; returns the record and the exit code."""
+def execute(project: Project, request: RunRequest, km=None) -> tuple[RunRecord, int]:
+    """Run the notebook and write its record; returns the record and the exit code.
+
+    km: an already started kernel of the notebook's env to run in (a warm pool slot's,
+    see workbench.notebooks.pool); by default papermill starts and stops one."""
     import papermill
     from papermill.engines import papermill_engines
 
@@ -100,6 +104,7 @@ def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
     run = RecordedRun(project, record, request.notebook)
     try:
         with run, _deadline(request.timeout), _environ(project, gpus):
+            request.on_start(record)
             papermill.execute_notebook(
                 str(request.notebook),
                 str(run.output),
@@ -110,6 +115,7 @@ def execute(project: Project, request: RunRequest) -> tuple[RunRecord, int]:
                 cwd=str(request.notebook.parent),
                 progress_bar=request.progress_bar,
                 start_timeout=120,
+                km=km,
             )
     except (Exception, RunTimeout, KeyboardInterrupt):
         if record.ended is None:

@@ -1,24 +1,25 @@
-"""`workbench test`: every notebook smoke-run in its own kernel, in parallel.
+"""`workbench test`: every notebook smoke-run in its env's kernel, in parallel.
 
-Each notebook runs as `workbench run NB --preset smoke --json` in a process of its own,
-so timeouts, crashes and kernels stay apart; the run records land in runs/ as usual.
+Notebooks run through the warm-kernel pool that sweeps use (workbench.notebooks.pool):
+-n slots, each a worker process of its own (timeouts and crashes stay apart) that keeps
+its kernel across notebooks of the same env and restores a fresh kernel's state between
+them. Each run is an ordinary `workbench run` lifecycle; its record lands in runs/.
 """
 
 import json
 import sys
 import threading
-import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench import results
 from workbench.errors import WorkbenchError
 from workbench.notebooks.parameters import PRESET_KEY, presets, read
+from workbench.notebooks.pool import Pool, PoolRun
 from workbench.notebooks.records import RunRecord, RunStatus
 from workbench.project import Project
-from workbench.subprocesses import last_lines, run
+from workbench.subprocesses import run
 
 SMOKE = "smoke"
 DEFAULT_TIMEOUT = 600.0
@@ -52,37 +53,22 @@ def discover(project: Project, given: list[Path]) -> list[Path]:
     return found
 
 
-def run_one(project: Project, notebook: Path, timeout: float) -> NotebookResult:
-    """Smoke-run one notebook in a workbench process of its own."""
-    nb = read(notebook)
-    preset = ["--preset", SMOKE] if SMOKE in presets(nb) else []
-    cmd = [
-        sys.executable,
-        "-m",
-        "workbench",
-        "--project",
-        project.root,
-        "run",
-        notebook,
-        *preset,
-        "--timeout",
-        str(timeout),
-        "--json",
-    ]
-    started = time.monotonic()
-    try:
-        proc = run(cmd, what=f"running {notebook.name}", timeout=timeout + 120, check=False)
-        record = RunRecord.from_json(results.data_of(proc.stdout))
-    except WorkbenchError as exc:
-        seconds = time.monotonic() - started
-        return NotebookResult(notebook, False, seconds, exc.message, exc.message, None)
-    seconds = time.monotonic() - started
+def run_one(
+    project: Project, notebook: Path, timeout: float, pool: Pool | None = None
+) -> NotebookResult:
+    """Smoke-run one notebook in a slot of pool (a one-slot pool of its own if None)."""
+    if pool is None:
+        with Pool(project, [{}], "test") as own:
+            return run_one(project, notebook, timeout, own)
+    preset = SMOKE if SMOKE in presets(read(notebook)) else None
+    result = pool.run(PoolRun(notebook, {}, preset, timeout=timeout), hard_limit=timeout + 120)
+    record = result.record
     if record is None:
-        reason = last_lines(proc.stderr, 1) or f"exit {proc.returncode}"
-        return NotebookResult(notebook, False, seconds, reason, proc.stderr, None)
+        reason = result.error or "no run record"
+        return NotebookResult(notebook, False, result.seconds, reason, reason, None)
     details = (record.error or {}).get("traceback") or json.dumps(record.baselines, indent=1)
     ok = record.status == RunStatus.OK
-    return NotebookResult(notebook, ok, seconds, record.summary(), details, record)
+    return NotebookResult(notebook, ok, result.seconds, record.summary(), details, record)
 
 
 def needs(path: Path) -> list[Path]:
@@ -126,6 +112,7 @@ def run_all(
     order = ordered(paths)
     finished = {path: threading.Event() for path in order}
     results: dict[Path, NotebookResult] = {}
+    jobs = max(1, min(jobs, len(order)))
 
     def one(path: Path) -> NotebookResult:
         for need in (n for n in needs(path) if n in finished):
@@ -136,14 +123,14 @@ def run_all(
                 path, False, 0.0, f"skipped: needs {', '.join(failed)}, which failed", "", None
             )
         else:
-            result = run_one(project, path, timeout)
+            result = run_one(project, path, timeout, pool)
         results[path] = result
         finished[path].set()
         on_result(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, order))
+    with Pool(project, [{}] * jobs, "test") as pool, ThreadPoolExecutor(jobs) as threads:
+        list(threads.map(one, order))
     return [results[p] for p in order]
 
 
