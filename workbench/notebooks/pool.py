@@ -341,7 +341,11 @@ class WarmKernel:
         self.km = Manager(kernel_name=kernel)
         self.kc = None
         try:
-            run_sync(self.km.start_kernel)(cwd=str(project.root))
+            # History in memory: restoring starts a new history session after every run,
+            # which on disk costs a database write (~30 ms) and fills the user's history.
+            run_sync(self.km.start_kernel)(
+                cwd=str(project.root), extra_arguments=["--HistoryManager.hist_file=:memory:"]
+            )
             session = Session(
                 key=self.km.session.key, signature_scheme=self.km.session.signature_scheme
             )

@@ -55,8 +55,9 @@ def restore():
     """Put the kernel back as snapshot() found it; returns the names of the modules it
     unloaded."""
     shell = get_ipython()  # noqa: F821
-    shell.reset(new_session=False)  # collects garbage too (IPython's displayhook.flush)
-    shell.execution_count = 1
+    # A new history session, as execution counts start at 1 again; this collects garbage
+    # too (IPython's displayhook.flush)
+    shell.reset(new_session=True)
     for name in set(shell.user_ns) - _saved["names"]:
         del shell.user_ns[name]
     roots = _env_roots()
