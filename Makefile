@@ -52,6 +52,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/envs.py
 	$(PY) bench/notebooks.py
+	$(PY) bench/sweeps.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workbench tests bench
