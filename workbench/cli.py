@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__, results
 from workbench import project as projects
-from workbench.commands import env, gpus, kernels, run, serve, sweep, test
+from workbench.commands import cluster, env, gpus, kernels, run, serve, sweep, test
 from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -27,6 +27,7 @@ Common flows:
   workbench up && workbench ps        start the Gradio apps in the background, check them
   workbench tunnel --print            the ssh -L line that reaches lab and apps
   workbench gpus                      the server's GPUs and who holds them
+  workbench cluster up --nodes 2      a Ray cluster on 127.0.0.1 for sweep --cluster
 
 --project and -v go before or after the command. --json prints one object with a
 "schema" version and the command's data (or its error).
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _options(argparse.SUPPRESS)
-    for module in (env, kernels, run, sweep, test, serve, gpus):
+    for module in (env, kernels, run, sweep, test, serve, gpus, cluster):
         module.add_parser(sub, common)
     return top
 

@@ -109,6 +109,11 @@ class Project:
         return self.services_dir / service
 
     @property
+    def cluster_state_path(self) -> Path:
+        """The Ray nodes `workbench cluster up/join` started here (cluster.json)."""
+        return self.state_dir / "cluster" / "cluster.json"
+
+    @property
     def lab_token_path(self) -> Path:
         """The token of the JupyterLab that `workbench lab --detach` started (0600)."""
         return self.service_dir("lab") / "token"

@@ -312,6 +312,15 @@ def _print_tunnel(listed: list[Service]) -> None:
         out.print(tunnel.line(tunnel.default_destination(), forwards), markup=False)
 
 
+def _ray_dashboard(project: projects.Project) -> int | None:
+    """The port of the project's Ray dashboard (`workbench cluster up`), if it runs."""
+    if not project.cluster_state_path.is_file():
+        return None
+    from workbench.cluster import nodes
+
+    return nodes.running_dashboard(project)
+
+
 def _ssh_options(args: argparse.Namespace) -> list[str]:
     options = list(tunnel.SSH_KEEPALIVE)
     if args.ssh_port:
@@ -328,11 +337,14 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> Re
         if project is None:
             raise WorkbenchError("--print runs on the server, inside the project")
         listed = services.listed(project)
-        if not listed:
+        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
+        dashboard = _ray_dashboard(project)
+        if dashboard:
+            forwards.append(tunnel.Forward("ray-dashboard", dashboard, dashboard))
+        if not forwards:
             raise WorkbenchError(
                 "nothing is running: start apps with `workbench up` (and `workbench lab --detach`)"
             )
-        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
         line = tunnel.line(args.destination or tunnel.default_destination(), forwards)
         return Result({"ssh": line}, lambda: out.print(line, markup=False))
     if not args.destination:

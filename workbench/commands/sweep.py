@@ -71,9 +71,10 @@ def cmd_sweep(args: argparse.Namespace, project: projects.Project) -> Result:
     if args.gpus_per_run < 0:
         raise WorkbenchError(f"--gpus-per-run {args.gpus_per_run}: at least 0")
     notebook = args.notebook.resolve()
-    execution.resolve_env(project, notebook, read(notebook), args.env)  # built?
-    combos = sweep.plan(notebook, args.parameter, args.zip, args.preset)
     cluster = args.cluster or os.environ.get("RAY_ADDRESS") or None
+    if not cluster:  # a cluster's nodes build the env themselves
+        execution.resolve_env(project, notebook, read(notebook), args.env)
+    combos = sweep.plan(notebook, args.parameter, args.zip, args.preset)
     record = sweep.SweepFile(
         id=sweep.new_id(),
         notebook=_relative(project, notebook),
