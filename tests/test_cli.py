@@ -122,6 +122,11 @@ CASES: dict[str, tuple[list[str], int, set[str]]] = {
     "lab": (["lab", "--detach"], 0, {"url"}),
     "tunnel": (["tunnel", "--print"], 2, set()),
     "gpus": (["gpus"], 0, {"gpus", "leases", "note"}),
+    "sweep": (["sweep", "notebooks/one.ipynb", "-p", "x", "1,2"], 0, {"sweep", "runs", "status"}),
+    "cluster up": (["cluster", "up", "--nodes", "0"], 2, set()),
+    "cluster join": (["cluster", "join", "nowhere"], 2, set()),
+    "cluster status": (["cluster", "status"], 2, set()),
+    "cluster down": (["cluster", "down"], 0, set()),
 }
 
 

@@ -299,3 +299,40 @@ def test_gpu_slots_lease_distinct_gpus_and_free_them(proj: Path, tmp_path: Path)
     )
     assert refused.returncode == 2
     assert "--gpus-per-run 1: no GPUs here: nvidia-smi is not on PATH" in refused.stderr
+
+
+NO_RAY = """
+import sys
+
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("Ray is not installed (blocked by the test)")
+
+sys.meta_path.insert(0, NoRay())
+from workbench.cli import main
+code = main(sys.argv[1:])
+assert not [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
+sys.exit(code)
+"""
+
+
+def test_the_single_server_side_needs_no_ray(proj: Path) -> None:
+    """With Ray impossible to import, a local sweep and `workbench gpus` work, and
+    --cluster and `cluster up` say in one line what to install."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", NO_RAY, *args], cwd=proj, capture_output=True, text=True
+        )
+
+    assert cli("sweep", "notebooks/divide.ipynb", "-p", "x", "1,2", "--json").returncode == 0
+    assert cli("gpus", "--json").returncode == 0
+    for args in (
+        ["sweep", "notebooks/divide.ipynb", "-p", "x", "1", "--cluster", "127.0.0.1:6379"],
+        ["cluster", "up"],
+    ):
+        proc = cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert "a Ray cluster needs Ray, which is not installed here: pip install" in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.cluster import loopback, require_ray
-from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.gpus import inventory, leases
 from workbench.gpus.leases import Holder
 from workbench.jsonfiles import StateFile
@@ -392,20 +392,37 @@ def join(
     return state
 
 
+def _members(leaders: list[int]) -> set[int]:
+    """Everything a node started: its process tree, and whatever of its session (each
+    node has one of its own) lost its parent and left the tree."""
+    found = set(_tree(leaders))
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getsid(int(entry.name)) in leaders:
+                found.add(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def _stop_pids(pids: list[int]) -> None:
-    """SIGTERM each `ray start --block` (it stops what it started), then SIGKILL what is
-    left of their trees."""
-    tree = _tree(pids)
+    """SIGTERM each `ray start --block` (it stops what it started), then SIGKILL whatever
+    of its tree or session is left, until nothing is."""
     for pid in pids:
         if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and any(_alive(pid) for pid in tree):
+    while time.monotonic() < deadline and any(_alive(p) for p in _members(pids)):
         time.sleep(0.2)
-    for pid in tree:
-        if _alive(pid):
+    for _ in range(5):
+        left = [p for p in _members(pids) if _alive(p)]
+        if not left:
+            return
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def down(project: Project) -> list[dict]:
@@ -430,7 +447,7 @@ def status(project: Project) -> dict:
     """What runs: address, dashboard, nodes (ours and those the dashboard lists), memory."""
     state = read_state(project)
     if state is None:
-        raise WorkbenchError("no cluster: start one with `workbench cluster up`", CHECK_FAILED)
+        raise WorkbenchError("no cluster here: start one with `workbench cluster up`")
     ours = state.node_list()
     listed = dashboard_nodes(state.dashboard_port) if state.dashboard_port else None
     pids = _tree([n.pid for n in ours])
