@@ -173,7 +173,8 @@ def load(root: Path) -> Project:
     env_dir = root / "envs"
     if env_dir.is_dir():
         for path in sorted(env_dir.iterdir()):
-            if path.suffix in SPEC_SUFFIXES and path.is_file():
+            # hidden files are no envs (a build's temporary spec copy is one)
+            if path.suffix in SPEC_SUFFIXES and not path.name.startswith(".") and path.is_file():
                 envs[path.stem] = EnvEntry(path.stem, path)
     for env_name, table in _table(manifest, "envs", manifest_path).items():
         where = f"{manifest_path}: [envs.{excerpt(env_name)}]"

@@ -217,7 +217,7 @@ def cmd_create(args: argparse.Namespace, project: projects.Project) -> Result:
             f"{rec.python_version}, {rec.backend}, {source}) → kernel "
             f"[bold]{result.kernel.name if result.kernel else '-'}[/]"
         )
-        if result.gpu_check is not None:
+        if result.gpu_check is not None and not result.gpu_check.skipped:  # else a warning
             colour = "green" if result.gpu_check.ok else "red"
             err.print(f"  [{colour}]{result.gpu_check.message}[/]")
     return Result([r.to_json() for r in results], code=code)

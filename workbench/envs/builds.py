@@ -148,15 +148,21 @@ def create(
             warnings = list(spec.warnings)
         else:
             plan = backend.plan(spec)
+            plan.gpus = entry.gpus
             prefix, record = _build(
                 project, entry, spec, backend, plan, lock, bid, active, progress
             )
             status = "built"
             warnings = plan.warnings
         link_runtime(project, prefix)
-        gpu = gpus.check(backend.run_python(prefix), entry.gpus) if entry.gpus else None
         _activate(project, name, prefix)
         kernel = _register(project, entry, spec, record, prefix, user)
+        gpu = None
+        if entry.gpus:
+            python, kernel_env = kernels.python_command(kernel)  # as the kernel starts it
+            gpu = gpus.check(python, entry.gpus, kernel_env)
+        if gpu is not None and gpu.skipped:
+            warnings = [*warnings, f"{name}: {gpu.message}"]
         _remove_old_builds(project, name, keep=prefix, previous=active)
     return CreateResult(name, status, record, prefix, kernel, warnings, gpu)
 
@@ -267,6 +273,7 @@ def _register(
         python_version=record.python_version,
         variables=spec.variables,
         gpus=entry.gpus,
+        launcher=backends.get(record.backend).run_python(prefix),
         metadata={
             "spec_hash": record.spec_hash,
             "lock_hash": record.lock_hash,
@@ -282,8 +289,15 @@ def _kernel_if_current(
 ) -> kernels.KernelSpec | None:
     wanted = kernels.kernel_name(project, name, user)
     python = str(prefix / "bin" / "python")
+    record = EnvRecord.of(prefix)
+    argv = kernels.kernel_argv(backends.get(record.backend).run_python(prefix)) if record else []
     return next(
-        (k for k in kernels.listed(project) if k.name == wanted and k.python == python), None
+        (
+            k
+            for k in kernels.listed(project)
+            if k.name == wanted and k.python == python and list(k.argv) == argv
+        ),
+        None,
     )
 
 

@@ -1,8 +1,17 @@
 """Lock files: an exact, hashed package list per env, committed beside its spec.
 
 A lock is the backend's own format (uv: hashed requirements; conda: an explicit
-`@EXPLICIT` list with md5s plus `# pip:` lines) under a header of `# key: value`
-comments that records which spec, backend and platform it was made for.
+`@EXPLICIT` list with md5s plus a pip part) under a header of `# key: value` comments
+that records which spec, backend and platform it was made for.
+
+The pip part of a conda lock is a requirements file, each line behind `# pip: ` (conda
+and micromamba skip comment lines in an explicit file), after the marker `# pip-lock: 2`:
+the spec's index options (`--index-url`, `--extra-index-url`, `--find-links`, …), then
+one line per package as pip reinstalls it exactly: `name==version --hash=sha256:…`, a
+direct URL (with its hash), `name @ git+URL@COMMIT`, or a path (`-e ../pkg`) relative to
+the spec's folder. Lines that do not pin a version end in a pip comment `# name==version`.
+Locks written before the marker (`# pip: name==version` only) still read and install the
+same way as before; `workbench env lock` rewrites them in the new form.
 """
 
 import hashlib
@@ -23,6 +32,10 @@ MAX_LOCK_BYTES = 16 << 20
 HEADER = re.compile(r"^# (env|backend|python|platform|spec-hash): (.+)$")
 PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 CONDA_URL = re.compile(r"/([^/]+)-([^-/]+)-([^-/]+)\.(?:conda|tar\.bz2)(?:#.*)?$")
+PIP_PREFIX = "# pip: "
+PIP_FORMAT = "# pip-lock: 2"
+# The version of a pip line that does not pin one (a URL, a VCS commit, a path).
+PIP_ANNOTATION = re.compile(r"\s#\s*([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)\s*$")
 
 
 def this_platform() -> str:
@@ -88,8 +101,12 @@ def packages_of(body: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for raw in body.splitlines():
         line = raw.strip()
-        if line.startswith("# pip: "):
-            line = line[len("# pip: ") :]
+        if line.startswith(PIP_PREFIX):
+            line = line[len(PIP_PREFIX) :]
+            match = PIP_ANNOTATION.search(line)
+            if match:
+                found[canonicalize_name(match[1])] = match[2]
+                continue
         match = PINNED.match(line)
         if match:
             found[canonicalize_name(match[1])] = match[2]
@@ -98,6 +115,44 @@ def packages_of(body: str) -> dict[str, str]:
         if match and not line.startswith("#"):
             found[canonicalize_name(match[1])] = match[2]
     return found
+
+
+@dataclass(frozen=True)
+class PipPart:
+    """The pip part of a conda lock: index options and one requirement line per package."""
+
+    options: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    legacy: bool = False  # written before `# pip-lock: 2`: `name==version` lines only
+
+    def lines(self) -> list[str]:
+        if not self.requirements:
+            return []
+        return [
+            PIP_FORMAT,
+            *(f"{PIP_PREFIX}{line}" for line in (*self.options, *self.requirements)),
+        ]
+
+    @classmethod
+    def of(cls, body: str) -> "PipPart":
+        lines = body.splitlines()
+        pip = [line[len(PIP_PREFIX) :].strip() for line in lines if line.startswith(PIP_PREFIX)]
+        options = tuple(line for line in pip if _is_option(line))
+        requirements = tuple(line for line in pip if not _is_option(line))
+        return cls(options, requirements, legacy=bool(pip) and PIP_FORMAT not in lines)
+
+
+def _is_option(line: str) -> bool:
+    """An index option line; `-e PATH` is a requirement."""
+    return line.startswith("-") and not line.startswith(("-e ", "--editable"))
+
+
+def pip_requirement(name: str, version: str, line: str) -> str:
+    """line, ending in `# name==version` when it does not pin the version itself."""
+    match = PINNED.match(line)
+    if match and canonicalize_name(match[1]) == canonicalize_name(name) and match[2] == version:
+        return line
+    return f"{line}  # {name}=={version}"
 
 
 @dataclass(frozen=True)
