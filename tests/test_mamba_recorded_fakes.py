@@ -375,3 +375,35 @@ def test_list_json_shapes_and_pip_entries() -> None:
     for out in (json.dumps(rows), json.dumps({"packages": rows})):
         listed = conda_backend.listed_packages(out)
         assert [p["name"] for p in listed if not conda_backend.is_pip_entry(p)] == ["python"]
+
+
+def test_recorded_fake_kernel_of_an_older_workbench_is_registered_activated(
+    project: Path, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernelspec an older workbench wrote for a conda env starts python unactivated; the
+    next `env create` (nothing to build) registers it activated."""
+    use_fake(tmp_path, monkeypatch, "micromamba-2.8.1")
+    write_env(project, "c", "dependencies: [python=3.11, wbtest-activate]\n")
+    assert workbench("env", "create", "c", "--backend", "micromamba", cwd=project).returncode == 0
+    kernel_json = project / ".workbench/jupyter/kernels/wb-c/kernel.json"
+    kernel = json.loads(kernel_json.read_text())
+    activated = kernel["argv"]
+    prefix = Path(activated[4])
+    kernel["argv"] = [str(prefix / "bin/python"), *activated[5:]]
+    del kernel["metadata"]["workbench"]["python"]
+    kernel_json.write_text(json.dumps(kernel))
+    again = workbench("env", "create", "c", "--backend", "micromamba", "--json", cwd=project)
+    assert json_data(again.stdout)[0]["status"] == "unchanged"
+    assert json.loads(kernel_json.read_text())["argv"] == activated
+
+
+def test_kernels_without_a_launcher_start_python_itself(tmp_path: Path) -> None:
+    """uv envs keep their kernels: argv starts the interpreter directly."""
+    from workbench.envs import kernels
+    from workbench.project import load
+
+    (tmp_path / "workbench.toml").write_text('[project]\nname = "k"\n')
+    python = tmp_path / "env/bin/python"
+    spec = kernels.register(load(tmp_path), "k", python, "3.11.7", {}, None, {})
+    assert list(spec.argv) == [str(python), *kernels.LAUNCHER_ARGS]
+    assert kernels.python_command(spec)[0] == [str(python)]

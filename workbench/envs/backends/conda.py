@@ -37,6 +37,7 @@ from workbench.subprocesses import run
 CUDA_PINS = ("cuda-version", "pytorch-cuda", "cudatoolkit", "cuda-runtime", "cuda")
 DEFAULT_CUDA = "12.0"
 ENVIRONMENTS_TXT = Path("~/.conda/environments.txt")
+NO_REGISTRATION = {"CONDA_REGISTER_ENVS": "false"}  # conda's setting; see `unregister`
 
 
 class CondaBackend(Backend):
@@ -71,7 +72,6 @@ class CondaBackend(Backend):
     def build(
         self, spec: EnvSpec, plan: Plan, prefix: Path, lock: Lock | None, progress: Progress
     ) -> Lock:
-        env = self._solver_env(spec, plan)
         try:
             if lock is None:
                 progress(f"solving and installing with {self.name}")
@@ -80,10 +80,10 @@ class CondaBackend(Backend):
                         self.tool.create_from_spec(prefix, spec_file, spec.channels),
                         what=f"{self.name} creating env '{plan.env}'",
                         cwd=spec.path.parent,
-                        env=env,
+                        env=self._solver_env(spec, plan),
                     )
             else:
-                self._install_lock(spec, plan, prefix, lock, progress, env)
+                self._install_lock(spec, plan, prefix, lock, progress)
         finally:
             unregister(prefix)
         write_variables(prefix, spec.variables)
@@ -93,7 +93,7 @@ class CondaBackend(Backend):
         """Never register builds in ~/.conda/environments.txt (conda; micromamba has no
         setting, see `unregister`); on a machine without a GPU, solve for the CUDA the
         manifest's GPUs need (CONDA_OVERRIDE_CUDA, unless set already)."""
-        env = {"CONDA_REGISTER_ENVS": "false"}
+        env = dict(NO_REGISTRATION)
         if (
             plan.gpus
             and "CONDA_OVERRIDE_CUDA" not in os.environ
@@ -113,7 +113,6 @@ class CondaBackend(Backend):
         prefix: Path,
         lock: Lock,
         progress: Progress,
-        env: dict[str, str],
     ) -> None:
         progress(f"installing {len(lock.packages())} locked packages with {self.name}")
         pip = PipPart.of(lock.body)
@@ -129,7 +128,7 @@ class CondaBackend(Backend):
             run(
                 self.tool.create_from_explicit(prefix, explicit),
                 what=f"{self.name} installing the lock of env '{plan.env}'",
-                env=env,
+                env=NO_REGISTRATION,
             )
         if pip.requirements:
             progress(f"installing {len(pip.requirements)} locked pip packages")

@@ -18,6 +18,7 @@ spec's folder as the tools ran pip when they built the env.
 import json
 import os
 import shlex
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,15 @@ class PipDist:
 
 
 def installed(python: Path, prefix: Path) -> list[PipDist]:
-    """The distributions in prefix that no conda package owns, as the env's pip reports them."""
+    """The distributions in prefix that no conda package owns, as the env's pip reports them
+    (not those of the user's site-packages, which pip lists outside a venv too)."""
     owned = conda_owned(prefix)
-    return [
-        dist for location, dist in _pip_dists(python) if _relative(location, prefix) not in owned
-    ]
+    found = []
+    for location, dist in _pip_dists(python):
+        relative = _relative(location, prefix)
+        if relative is not None and relative not in owned:
+            found.append(dist)
+    return found
 
 
 def conda_owned(prefix: Path) -> set[str]:
@@ -81,11 +86,14 @@ def conda_owned(prefix: Path) -> set[str]:
     return owned
 
 
-def _relative(location: str, prefix: Path) -> str:
+def _relative(location: str, prefix: Path) -> str | None:
+    """location relative to prefix; None when it lies elsewhere."""
+    if not location:
+        return None
     try:
         return Path(location).resolve().relative_to(prefix.resolve()).as_posix()
     except ValueError:
-        return location
+        return None
 
 
 def _pip_dists(python: Path) -> list[tuple[str, PipDist]]:
@@ -129,7 +137,9 @@ def _metadata_dir(site: Path, name: str, version: str) -> Path | None:
     return None
 
 
-def _pip(python: Path, *args: str, cwd: Path | None = None, **kwargs) -> object:
+def _pip(
+    python: Path, *args: str, cwd: Path | None = None, **kwargs
+) -> subprocess.CompletedProcess[str]:
     return run(
         [python, "-m", "pip", *args, *QUIET],
         what=f"pip {args[0]} in {python.parent.parent}",

@@ -56,10 +56,7 @@ class CondaTool:
     @functools.cached_property
     def version(self) -> tuple[int, ...]:
         """The tool's version from `--version` (asked once)."""
-        return parse_version(self.name, self._version_output())[1]
-
-    def _version_output(self) -> str:
-        return _version_output(self.exe)
+        return parse_version(self.name, _version_output(self.exe))[1]
 
     def create_from_spec(
         self, prefix: Path, spec_file: Path, channels: tuple[str, ...]
@@ -68,7 +65,7 @@ class CondaTool:
         if self.flavour == MICROMAMBA:
             return [self.exe, "create", "--yes", "--prefix", str(prefix), "--file", str(spec_file)]
         args = ["--prefix", str(prefix), "--file", str(spec_file), "--no-default-packages"]
-        if "nodefaults" in channels and self.version >= CONDA_NODEFAULTS_LOST:
+        if "nodefaults" in channels and self.drops_nodefaults():
             # `nodefaults` means: the spec's channels only. This conda would look it up as
             # a channel, so it is left out of the spec and said the way conda understands.
             kept = [c for c in channels if c != "nodefaults"]
@@ -78,7 +75,7 @@ class CondaTool:
 
     def drops_nodefaults(self) -> bool:
         """Whether `nodefaults` must be left out of the spec this tool reads."""
-        return self.flavour == CONDA and self.version >= CONDA_NODEFAULTS_LOST
+        return self.name == "conda" and self.version >= CONDA_NODEFAULTS_LOST
 
     def create_from_explicit(self, prefix: Path, explicit: Path) -> list[str]:
         """Install an @EXPLICIT package list into prefix as it is (no solve)."""
