@@ -286,6 +286,11 @@ def test_real_conda_drift_names_the_pip_package(built: dict) -> None:
     pip = [str(prefix / "bin/python"), "-m", "pip", "install", "-q", "--no-deps"]
     index = (root / "index/simple").as_uri()
     subprocess.run([*pip, "--extra-index-url", index, "wbtest-extra==2.0"], check=True)
+    listed = json_data(wb(root, env, "env", "list", "--json").stdout)
+    assert [(e["name"], e["built"], e["lock"], e["kernel"]) for e in listed] == [
+        ("realc", True, "fresh", "wb-realc")
+    ]
+    assert listed[0]["record"]["backend"] == "conda" and listed[0]["prefix"] == str(prefix)
     drift = wb(root, env, "env", "check", "realc", "--json")
     assert drift.returncode == 1
     assert json_data(drift.stdout)[0]["changed"] == [
