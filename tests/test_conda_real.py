@@ -364,4 +364,4 @@ def test_real_conda_gpu_pins_solve_cuda_and_check_runs_as_the_kernel(
     assert gpu["skipped"] is False and gpu["ok"] is True, gpu
     assert gpu["message"] == "GPU check passed: torch 0.0.1+fake sees 2 GPU(s)"
     kernel = json.loads((root / ".workbench/jupyter/kernels/wb-g/kernel.json").read_text())
-    assert "shell.posix activate" in kernel["argv"][2]
+    assert kernel["argv"][1:4] == ["-m", "workbench.runtime.activate", "conda"]

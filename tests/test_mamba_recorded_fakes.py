@@ -120,11 +120,17 @@ def test_recorded_fake_round_trip(
     assert str(prefix) not in (home / ".conda" / "environments.txt").read_text()
 
     kernel = json.loads((project / ".workbench/jupyter/kernels/wb-c/kernel.json").read_text())
-    assert 'shell activate -s bash -p "$1"' in kernel["argv"][2]
-    assert kernel["argv"][3:5] == [str(wrapper), str(prefix)]
-    started = subprocess.run(
-        [*kernel["argv"][:5], "-c", PROBE], capture_output=True, text=True, timeout=60
-    )
+    launcher = kernel["argv"][:7]
+    assert launcher == [
+        f"{prefix}/bin/python",
+        "-m",
+        "workbench.runtime.activate",
+        "micromamba",  # the flavour: mamba 2 is driven as micromamba
+        str(wrapper),
+        str(prefix),
+        "--",
+    ]
+    started = subprocess.run([*launcher, "-c", PROBE], capture_output=True, text=True, timeout=60)
     assert started.stdout.split() == [str(prefix), "1", "hello", f"{prefix}/bin"], started.stderr
 
     assert workbench("env", "lock", "c", "--backend", tool, cwd=project).returncode == 0
@@ -388,8 +394,7 @@ def test_recorded_fake_kernel_of_an_older_workbench_is_registered_activated(
     kernel_json = project / ".workbench/jupyter/kernels/wb-c/kernel.json"
     kernel = json.loads(kernel_json.read_text())
     activated = kernel["argv"]
-    prefix = Path(activated[4])
-    kernel["argv"] = [str(prefix / "bin/python"), *activated[5:]]
+    kernel["argv"] = [activated[0], *activated[7:]]
     del kernel["metadata"]["workbench"]["python"]
     kernel_json.write_text(json.dumps(kernel))
     again = workbench("env", "create", "c", "--backend", "micromamba", "--json", cwd=project)
@@ -407,3 +412,12 @@ def test_kernels_without_a_launcher_start_python_itself(tmp_path: Path) -> None:
     spec = kernels.register(load(tmp_path), "k", python, "3.11.7", {}, None, {})
     assert list(spec.argv) == [str(python), *kernels.LAUNCHER_ARGS]
     assert kernels.python_command(spec)[0] == [str(python)]
+
+
+def test_activation_launcher_refuses_bad_arguments() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.runtime.activate", "conda", "/bin/true", "/p"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: python -m workbench.runtime")

@@ -5,10 +5,10 @@ and the names it is asked for. So env TextGen has kernel wb-textgen, and kernel_
 env_of are the one mapping between the two.
 
 A kernel starts its env's interpreter through the backend's launcher (`kernel_argv`):
-the interpreter itself for uv envs, an activating shell that `exec`s it for conda envs,
-so activate.d scripts, PATH and CONDA_PREFIX are as in a terminal and the kernel keeps
-the pid Jupyter sends interrupts to. The GPU check starts python the same way
-(`python_command`).
+the interpreter itself for uv envs; for conda envs the interpreter running
+workbench.runtime.activate, which activates the env (activate.d scripts, PATH,
+CONDA_PREFIX, as in a terminal) and execs python, so the kernel keeps the pid Jupyter
+sends interrupts to. The GPU check starts python the same way (`python_command`).
 """
 
 import json

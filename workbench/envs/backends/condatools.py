@@ -31,19 +31,6 @@ VERSION = re.compile(r"^(?:(conda|mamba|micromamba)\s+)?(\d+(?:\.\d+)*)\S*$")
 # channel (CondaHTTPError for .../nodefaults); earlier conda and mamba 1.x dropped it.
 CONDA_NODEFAULTS_LOST = (26, 7)
 
-# The kernel's interpreter, started activated as nb_conda_kernels does: the activation
-# script the tool prints is evaluated (PATH, CONDA_PREFIX, the env's variables, activate.d
-# scripts), then `exec` replaces the shell, so the kernel keeps the pid Jupyter signals.
-# Arguments: $0 the tool, $1 the prefix, then the interpreter's own arguments.
-_LAUNCH = (
-    'act=$("$0" {activate}) || {{ echo "workbench: activating $1 with $0 failed" >&2; exit 1; }}'
-    '; eval "$act"; p=$1; shift; exec "$p/bin/python" "$@"'
-)
-ACTIVATE = {
-    CONDA: _LAUNCH.format(activate='shell.posix activate "$1"'),
-    MICROMAMBA: _LAUNCH.format(activate='shell activate -s bash -p "$1"'),
-}
-
 
 @dataclass(frozen=True)
 class CondaTool:
@@ -101,9 +88,11 @@ class CondaTool:
         return [self.exe, "list", "--prefix", str(prefix), "--json"]
 
     def launcher(self, prefix: Path) -> list[str]:
-        """The command that starts prefix's python activated; its arguments follow."""
-        bash = shutil.which("bash") or "/bin/bash"
-        return [bash, "-c", ACTIVATE[self.flavour], self._activator(), str(prefix)]
+        """The command that starts prefix's python activated (workbench.runtime.activate,
+        linked into every env); python's arguments follow."""
+        python = str(prefix / "bin" / "python")
+        module = ["-m", "workbench.runtime.activate", self.flavour]
+        return [python, *module, self._activator(), str(prefix), "--"]
 
     def _activator(self) -> str:
         """The executable that prints activation scripts: mamba 1.x refuses to activate
