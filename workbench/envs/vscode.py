@@ -46,6 +46,8 @@ class Change:
 
 def setup(project: Project) -> list[Change]:
     """Merge what VS Code needs into the env file and .vscode/settings.json."""
+    # VS Code drops JUPYTER_PATH entries that do not exist yet; kernels built later appear.
+    project.kernels_dir.mkdir(parents=True, exist_ok=True)
     settings_path = project.vscode_settings_path
     settings = _read_settings(settings_path)
     env_file = _env_file(project, settings)
