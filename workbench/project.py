@@ -14,6 +14,8 @@ MANIFEST = "workbench.toml"
 STATE_DIR = ".workbench"
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DIGITS = re.compile(r"[0-9]+")
+# A host name, an address or a Host alias from ~/.ssh/config; never an ssh option (-…).
+SSH_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:%-]*")
 SPEC_SUFFIXES = (".yml", ".yaml")
 # A manifest is a few hundred bytes; anything near this is not one, and parsing it would
 # take seconds.
@@ -108,8 +110,29 @@ class Project:
         return self.service_dir("lab") / "token"
 
     @property
+    def lab_config_dir(self) -> Path:
+        """Project-scoped Jupyter config dir that `workbench lab` puts first on
+        JUPYTER_CONFIG_PATH (Lab's default settings); nothing in the user's home."""
+        return self.state_dir / "jupyter-config"
+
+    @property
+    def vscode_settings_path(self) -> Path:
+        """VS Code's workspace settings, merged by `workbench kernels --vscode`."""
+        return self.root / ".vscode" / "settings.json"
+
+    @property
+    def dotenv_path(self) -> Path:
+        """The workspace env file VS Code reads by default (python.envFile)."""
+        return self.root / ".env"
+
+    @property
     def lab_port(self) -> int:
         return int(self.manifest.get("lab", {}).get("port", 8888))
+
+    @property
+    def ssh_host(self) -> str | None:
+        """[lab] ssh_host: the name users give this server in ~/.ssh/config, if set."""
+        return self.manifest.get("lab", {}).get("ssh_host")
 
     def env(self, name: str) -> EnvEntry:
         """The env called name, or an error that suggests the closest one."""
@@ -168,6 +191,8 @@ def load(root: Path) -> Project:
         )
     lab = _table(manifest, "lab", manifest_path)
     _port(lab.get("port", 8888), f"{manifest_path}: [lab]")
+    if "ssh_host" in lab:
+        check_ssh_host(lab["ssh_host"], f"{manifest_path}: [lab] ssh_host")
 
     envs: dict[str, EnvEntry] = {}
     env_dir = root / "envs"
@@ -240,6 +265,17 @@ def _inside(root: Path, value: object, where: str) -> Path:
 def _port(value: object, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
         raise WorkbenchError(f"{where}: port = {excerpt(repr(value))}: expected a number 1-65535")
+    return value
+
+
+def check_ssh_host(value: object, where: str) -> str:
+    """value, checked to be a host name, address or ~/.ssh/config alias (where names the
+    field or option in the error)."""
+    if not isinstance(value, str) or not SSH_HOST.fullmatch(value):
+        raise WorkbenchError(
+            f"{where} = {excerpt(repr(value))}: expected a host name or a Host alias from "
+            "~/.ssh/config (letters, digits, . - _ :, not starting with -)"
+        )
     return value
 
 
