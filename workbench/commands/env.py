@@ -7,8 +7,9 @@ from rich.table import Table
 
 from workbench import project as projects
 from workbench.console import err, escape, out, progress, warn
-from workbench.envs import backends, builds
+from workbench.envs import backends, builds, interpreters
 from workbench.envs import spec as specs
+from workbench.envs.backends.uv import DROP_FLAG, UvOptions
 from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.results import Result
 
@@ -42,10 +43,15 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "after conda->PyPI mapping, dropped packages with the reason, pip options. Exit 0 if "
         "the env can be built here, 2 with the reason if not.",
     )
-    p.add_argument("target", metavar="FILE_OR_NAME", help="an environment.yml or an env name")
+    p.add_argument(
+        "target",
+        metavar="FILE_OR_NAME",
+        help="an environment.yml (or requirements.txt) or an env name",
+    )
     p.add_argument(
         "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
     )
+    _uv_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_plan)
 
@@ -65,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
     )
+    _uv_options(p)
     p.add_argument(
         "--user",
         action="store_true",
@@ -83,6 +90,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
     )
+    _uv_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_lock)
 
@@ -100,6 +108,25 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_rm)
+
+
+def _uv_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        DROP_FLAG,
+        action="store_true",
+        help="uv backend: build without conda-only packages (R, compilers, CUDA toolkits, "
+        "MPI, C libraries), listing each one dropped; without it they are refused",
+    )
+    parser.add_argument(
+        interpreters.NEAREST_FLAG,
+        action="store_true",
+        help="uv backend: when no local Python matches python= (e.g. 3.8.5) and none can be "
+        "downloaded, use the nearest patch release of the same minor (e.g. 3.8.18)",
+    )
+
+
+def _options(args: argparse.Namespace) -> UvOptions:
+    return UvOptions(drop_conda_only=args.drop_conda_only, nearest_python=args.nearest_python)
 
 
 def _names(parser: argparse.ArgumentParser) -> None:
@@ -158,13 +185,14 @@ def _show_list(project: projects.Project, rows: list[builds.EnvStatus]) -> None:
 
 def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> Result:
     target = Path(args.target)
-    if target.suffix in projects.SPEC_SUFFIXES or target.is_file():
+    if target.suffix in projects.MANIFEST_SPEC_SUFFIXES or target.is_file():
         spec = specs.load(target.resolve())
     else:
         if project is None:
             raise WorkbenchError(f"{args.target}: no such spec file, and not inside a project")
-        spec = specs.load(project.env(args.target).spec_path)
-    plan = backends.get(args.backend).plan(spec)
+        entry = project.env(args.target)
+        spec = specs.load(entry.spec_path, entry.name)
+    plan = backends.for_spec(spec, args.backend, _options(args)).plan(spec)
     return Result(plan.to_json(), lambda: _show_plan(plan))
 
 
@@ -196,6 +224,7 @@ def cmd_create(args: argparse.Namespace, project: projects.Project) -> Result:
                 locked=args.locked,
                 force=args.force,
                 user=args.user,
+                options=_options(args),
                 progress=update,
             )
         results.append(result)
@@ -227,7 +256,7 @@ def cmd_lock(args: argparse.Namespace, project: projects.Project) -> Result:
     written = []
     for name in _selected(args, project):
         with progress(name) as update:
-            new = builds.lock(project, name, args.backend, update)
+            new = builds.lock(project, name, args.backend, update, _options(args))
         entry = project.env(name)
         written.append(
             {
