@@ -165,20 +165,22 @@ class EnvSpec:
         return digest.hexdigest()
 
 
-def load(path: Path, env: str | None = None) -> EnvSpec:
+def load(path: Path, env: str | None = None, root: Path | None = None) -> EnvSpec:
     """Parse and validate an environment.yml (or a requirements*.txt, a pip-only env);
     every problem names the file and line.
 
     Only what workbench needs is read; what conda or pip decide about (a match spec rattler
     cannot read, a pip line pip would refuse) is kept with the reason, for the backend to
-    judge. Local paths must stay inside the project, for every backend."""
+    judge. Local paths must stay inside the project (root, else the folder with
+    workbench.toml above the spec), for every backend."""
+    root = root or _project_root(path)
     if path.suffix == ".txt":
-        return _load_requirements(path, env)
+        return _load_requirements(path, env, root)
     text = read_text(path, MAX_SPEC_BYTES, "spec file")
-    root, data = _parse(text, path)
+    node, data = _parse(text, path)
     if not isinstance(data, dict):
         raise WorkbenchError(f"{path}: expected a mapping with a 'dependencies' list")
-    lines = _LineIndex(root)
+    lines = _LineIndex(node)
 
     warnings = [
         f"{path}:{lines.of(key)}: unknown key '{key}' ignored (conda knows: "
@@ -219,7 +221,7 @@ def load(path: Path, env: str | None = None) -> EnvSpec:
         else:
             text = _line_text(item, f"{path}:{line}", "dependency", "'numpy>=1.26'")
             conda.append(_parse_conda(text, line))
-    reader = _PipReader(_project_root(path), path.parent)
+    reader = _PipReader(root, path.parent)
     pip = reader.read(entries, path)
 
     variables = data.get("variables") or {}
@@ -255,7 +257,7 @@ def load(path: Path, env: str | None = None) -> EnvSpec:
     )
 
 
-def _load_requirements(path: Path, env: str | None) -> EnvSpec:
+def _load_requirements(path: Path, env: str | None, root: Path) -> EnvSpec:
     """A requirements file as a pip-only env: its lines are the pip: section."""
     text = read_text(path, MAX_SPEC_BYTES, "requirements file")
     entries = [(line, number) for number, line in enumerate(text.splitlines(), 1)]
@@ -265,7 +267,7 @@ def _load_requirements(path: Path, env: str | None) -> EnvSpec:
             raise WorkbenchError(
                 f"{path}:{number}: contains control character U+{ord(bad.group()):04X}"
             )
-    reader = _PipReader(_project_root(path), path.parent)
+    reader = _PipReader(root, path.parent)
     pip = reader.read(entries, path)
     return EnvSpec(
         path=path,
