@@ -48,6 +48,10 @@ OVERRIDES = {
     "pytorch-sparse": "torch-sparse",
     "pytorch-cluster": "torch-cluster",
     "pytorch-spline-conv": "torch-spline-conv",
+    # Build tools the data knows as non-Python (conda's builds ship only the binary);
+    # PyPI ships the same tools as wheels, which builds of C/CUDA extensions use.
+    "cmake": "cmake",
+    "ninja": "ninja",
     # The defaults channel splits numpy into numpy + numpy-base (same version).
     "numpy-base": "numpy",
 }

@@ -3,6 +3,7 @@ downloads (uv-managed, kept in uv's python folder), else a one-line error that n
 wanted version, the nearest local ones and the flag that accepts the nearest patch
 release of the same minor."""
 
+import json
 import os
 import re
 import sys
@@ -162,6 +163,17 @@ def fetch(requirement: SpecifierSet) -> tuple[Interpreter | None, str]:
 
     want = wanted_version(requirement)
     request = str(want) if want and requirement.contains(want) else str(requirement)
+    known = run(
+        [find_uv_bin(), "python", "list", request, "--only-downloads", "--output-format", "json"],
+        what=f"listing the Python releases uv can download for {request}",
+        check=False,
+    )
+    try:
+        downloadable = json.loads(known.stdout) if known.returncode == 0 else []
+    except ValueError:
+        downloadable = []
+    if not downloadable:
+        return None, f"uv knows no Python release matching {requirement}"
     try:
         install = run(
             [find_uv_bin(), "python", "install", "--no-progress", request],
