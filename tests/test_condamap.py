@@ -29,6 +29,7 @@ def dep(text: str) -> CondaDep:
         ("matplotlib-base", "matplotlib"),
         ("numpy 1.26.*", "numpy==1.26.*"),
         ("tokenizers", "tokenizers"),
+        ("pytz=2023.3.post1", "pytz==2023.3.post1"),  # no .* after a post release
         # From the data, where the conda name is not the PyPI one.
         ("py-xgboost=1.7", "xgboost==1.7.*"),
         ("msgpack-python", "msgpack"),

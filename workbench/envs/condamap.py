@@ -238,13 +238,24 @@ def pep440(version: str, where: str) -> SpecifierSet:
         if part[0] in "<>=!~":
             parts.append(part)
         elif part.endswith("*"):
-            parts.append("==" + part.rstrip(".*") + ".*")
+            prefix = "==" + part.rstrip(".*") + ".*"
+            # PEP 440 takes no .* after a post/dev/pre release (conda's `=2023.3.post1`):
+            # that release exactly is the nearest meaning.
+            parts.append(prefix if _valid(prefix) else prefix.removesuffix(".*"))
         else:
             parts.append("==" + part)
     try:
         return SpecifierSet(",".join(parts))
     except InvalidSpecifier:
         raise WorkbenchError(f"{where}: version '{version}' has no PEP 440 equivalent") from None
+
+
+def _valid(specifier: str) -> bool:
+    try:
+        SpecifierSet(specifier)
+    except InvalidSpecifier:
+        return False
+    return True
 
 
 def to_pypi(dep: CondaDep, where: str, exported_on: str | None = None) -> Mapped:

@@ -403,10 +403,13 @@ def _conda_variables(prefix: Path) -> dict[str, str]:
 
 
 def _from_venv(prefix: Path, name: str, target: Path) -> tuple[dict, Imported]:
-    """A venv: its Python version and every installed distribution, pinned."""
+    """A venv: its Python version and every installed distribution, pinned (pip itself,
+    when the venv has it, as the conda dependency conda wants beside a pip: section)."""
     version = _venv_python(prefix)
-    pip, skipped = _pip_installed(prefix, set())
-    conda = [f"python={version}", "pip"] if version else ["pip"]
+    pins, skipped = _pip_installed(prefix, set())
+    conda = [f"python={version}"] if version else []
+    conda += [f"pip={p.split('==')[1]}" for p in pins if p.lower().startswith("pip==")]
+    pip = [p for p in pins if not p.lower().startswith("pip==")]
     result = Imported(name, target, str(prefix), "venv", len(conda), len(pip), [], skipped)
     return _document(name, [], conda, pip, {}), result
 
