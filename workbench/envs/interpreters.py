@@ -164,7 +164,8 @@ def fetch(requirement: SpecifierSet) -> tuple[Interpreter | None, str]:
     want = wanted_version(requirement)
     request = str(want) if want and requirement.contains(want) else str(requirement)
     known = run(
-        [find_uv_bin(), "python", "list", request, "--only-downloads", "--output-format", "json"],
+        [find_uv_bin(), "--no-cache", "python", "list", request, "--only-downloads"]
+        + ["--output-format", "json"],
         what=f"listing the Python releases uv can download for {request}",
         check=False,
     )
