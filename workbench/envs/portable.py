@@ -89,8 +89,10 @@ def export(project: Project, name: str) -> Exported:
     locked = lock.packages()
     unpinned: list[str] = []
     deps: list[object] = []
+    count = 0
     for dep in spec.conda:
         pinned = _pin_conda(dep, lock, locked)
+        count += pinned is not None
         if pinned is None:
             unpinned.append(dep.text)
             pinned = _without_build(dep)
@@ -98,6 +100,7 @@ def export(project: Project, name: str) -> Exported:
     pip_lines = []
     for line in spec.pip:
         pinned = _pin_pip(line, lock, locked)
+        count += pinned is not None
         if pinned is None and line.kind in ("requirement", "url"):
             unpinned.append(line.text.strip())
         pip_lines.append(pinned or line.text.strip())
@@ -115,8 +118,7 @@ def export(project: Project, name: str) -> Exported:
         "asks for, pinned to that lock; no build strings or prefix.\n"
     )
     text = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
-    pinned_count = sum(isinstance(d, str) for d in deps) + len(pip_lines) - len(unpinned)
-    return Exported(name, text, source, pinned_count, unpinned)
+    return Exported(name, text, source, count, unpinned)
 
 
 def _lock_for_export(project: Project, name: str, lock_path: Path) -> tuple[locks.Lock, str]:
