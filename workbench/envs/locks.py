@@ -31,6 +31,8 @@ from workbench.textfiles import read_text
 MAX_LOCK_BYTES = 16 << 20
 HEADER = re.compile(r"^# (env|backend|python|platform|spec-hash): (.+)$")
 PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+# `name @ URL` (a VCS commit, an archive, a local file), as uv writes direct references.
+DIRECT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*@\s*(\S+)")
 CONDA_URL = re.compile(r"/([^/]+)-([^-/]+)-([^-/]+)\.(?:conda|tar\.bz2)(?:#.*)?$")
 PIP_PREFIX = "# pip: "
 PIP_FORMAT = "# pip-lock: 2"
@@ -97,7 +99,9 @@ def read(path: Path) -> Lock:
 
 
 def packages_of(body: str) -> dict[str, str]:
-    """name -> version for `name==version` lines, conda explicit URLs and `# pip:` lines."""
+    """name -> version for `name==version` lines, conda explicit URLs and `# pip:` lines;
+    name -> reference (see direct_reference) for `name @ URL` lines. Lines that name a
+    local path only (`./pkg`, `-e ./pkg`) name no package."""
     found: dict[str, str] = {}
     for raw in body.splitlines():
         line = raw.strip()
@@ -111,10 +115,44 @@ def packages_of(body: str) -> dict[str, str]:
         if match:
             found[canonicalize_name(match[1])] = match[2]
             continue
+        match = DIRECT.match(line)
+        if match and not line.startswith("#"):
+            found[canonicalize_name(match[1])] = direct_reference(match[2])
+            continue
         match = CONDA_URL.search(line)
         if match and not line.startswith("#"):
             found[canonicalize_name(match[1])] = match[2]
     return found
+
+
+def direct_reference(url: str) -> str:
+    """A direct URL as lock and installed package are compared: fragments other than
+    #subdirectory (#egg=, #sha256=) dropped. `git+file:///repo@<commit>` stays whole."""
+    base, _, fragment = url.partition("#")
+    parts = dict(p.partition("=")[::2] for p in fragment.split("&") if p)
+    sub = parts.get("subdirectory")
+    return base + (f"#subdirectory={sub}" if sub else "")
+
+
+def installed_reference(direct_url: dict) -> str | None:
+    """The reference of an installed distribution's direct_url.json (PEP 610), in the form
+    of its lock line: VCS installs as `git+URL@<commit>`."""
+    url = direct_url.get("url")
+    if not isinstance(url, str):
+        return None
+    vcs = direct_url.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs") and vcs.get("commit_id"):
+        url = f"{vcs['vcs']}+{url}@{vcs['commit_id']}"
+    sub = direct_url.get("subdirectory")
+    return direct_reference(url + (f"#subdirectory={sub}" if sub else ""))
+
+
+def fully_hashed(body: str) -> bool:
+    """Whether every requirement of a uv lock carries a hash (VCS, URL and path
+    requirements cannot: then hashes are checked where given, not required)."""
+    text = re.sub(r"\\\n", " ", body)
+    lines = [line.strip() for line in text.splitlines()]
+    return all("--hash=" in line for line in lines if line and not line.startswith("#"))
 
 
 @dataclass(frozen=True)
@@ -176,8 +214,11 @@ class Drift:
 
 
 def diff(locked: dict[str, str], installed: dict[str, str]) -> Drift:
+    """What changed from the lock. A package installed from a local path that the lock
+    does not name (its line is the path, `./pkg` or `-e ./pkg`) is the project's own code,
+    followed by path, not by version: it is not drift."""
     return Drift(
-        added={n: v for n, v in installed.items() if n not in locked},
+        added={n: v for n, v in installed.items() if n not in locked and not v.startswith("file:")},
         removed={n: v for n, v in locked.items() if n not in installed},
         changed={
             n: (v, installed[n]) for n, v in locked.items() if n in installed and installed[n] != v

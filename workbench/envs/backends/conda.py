@@ -55,7 +55,7 @@ class CondaBackend(Backend):
             packages.append("ipykernel")
         pip_lines = [line.text.strip() for line in spec.pip]
         return Plan(
-            env=spec.path.stem,
+            env=spec.env,
             backend=self.name,
             python=python.text if python else "python",
             python_version=python.version or "any" if python else "solver's choice",
