@@ -84,7 +84,7 @@ def test_index_options_come_from_the_spec_and_its_requirement_files(spec_dir: Pa
     (spec_dir / "reqs/base.txt").write_text(
         "-f ../wheels  # local wheels\n--extra-index-url=https://e/simple\nnumpy==2\n-r more.txt\n"
     )
-    (spec_dir / "reqs/more.txt").write_text("--trusted-host e\n-r base.txt\n")
+    (spec_dir / "reqs/more.txt").write_text("--trusted-host e\n")
     (spec_dir / "c.yml").write_text(
         "dependencies:\n  - pip\n  - pip:\n    - -i https://i/simple\n    - -r reqs/base.txt\n"
         "    - torch==2.3\n"

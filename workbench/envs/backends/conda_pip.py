@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 
 from workbench.envs.backends.base import Progress
 from workbench.envs.locks import PipPart, pip_requirement
-from workbench.envs.spec import EnvSpec
+from workbench.envs.spec import EnvSpec, PipLine
 from workbench.errors import WorkbenchError
 from workbench.project import MANIFEST
 from workbench.subprocesses import run
@@ -44,7 +44,6 @@ PIP_OPTIONS = {
     "--prefer-binary",
     "--pre",
 }
-SHORT = {"-i": "--index-url", "-f": "--find-links", "-r": "--requirement"}
 QUIET = ["--disable-pip-version-check", "--no-input"]
 PIP_TIMEOUT = 3600  # large CUDA wheels over a slow link
 
@@ -149,41 +148,31 @@ def _pip(
 
 
 def index_options(spec: EnvSpec) -> list[str]:
-    """The spec's pip index options (also those in its -r files), as requirements-file lines
-    whose relative paths are taken from the spec's folder."""
-    found: list[str] = []
-    for line in spec.pip:
-        if line.kind in PIP_OPTIONS:
-            found.append(line.text.strip())
-        elif line.kind == "--requirement":
-            found.extend(_file_options(Path(line.value), spec.path.parent, set()))
-    return list(dict.fromkeys(found))
+    """The spec's pip index options (also those in its -r files, in reading order), as
+    requirements-file lines whose relative paths are taken from the spec's folder."""
+    by_file: dict[Path, list[PipLine]] = {}
+    for line in spec.included:
+        by_file.setdefault(line.source, []).append(line)
 
+    def options(lines: list[PipLine], top: bool) -> list[str]:
+        found: list[str] = []
+        for line in lines:
+            if line.kind == "--requirement":
+                found += options(by_file.get(Path(line.value), []), top=False)
+            elif line.kind not in PIP_OPTIONS:
+                continue
+            elif top:
+                found.append(line.text.strip())
+            elif line.kind == "--find-links" and "://" not in line.value:
+                local = os.path.relpath(
+                    (line.source.parent / line.value).resolve(), spec.path.parent
+                )
+                found.append(f"--find-links {shlex.quote(local)}")
+            else:
+                found.append(shlex.join([line.kind, line.value]) if line.value else line.kind)
+        return found
 
-def _file_options(path: Path, spec_dir: Path, seen: set[Path]) -> list[str]:
-    """Index options in requirements file path (and the files it includes)."""
-    if path in seen or not path.is_file():
-        return []
-    seen.add(path)
-    found = []
-    for raw in path.read_text(errors="replace").splitlines():
-        try:
-            words = shlex.split(raw, comments=True)
-        except ValueError:
-            continue
-        if not words or not words[0].startswith("-"):
-            continue
-        option, _, inline = words[0].partition("=")
-        option = SHORT.get(option, option)
-        value = inline or (words[1] if len(words) > 1 else "")
-        if option == "--requirement" and value:
-            found.extend(_file_options((path.parent / value).resolve(), spec_dir, seen))
-        elif option == "--find-links" and value and "://" not in value:
-            local = (path.parent / value).resolve()
-            found.append(f"--find-links {shlex.quote(os.path.relpath(local, spec_dir))}")
-        elif option in PIP_OPTIONS:
-            found.append(shlex.join([option, value]) if value else option)
-    return found
+    return list(dict.fromkeys(options(list(spec.pip), top=True)))
 
 
 def lock(python: Path, spec: EnvSpec, dists: list[PipDist], progress: Progress) -> PipPart:
