@@ -257,8 +257,8 @@ def load(path: Path, env: str | None = None, root: Path | None = None) -> EnvSpe
     )
 
 
-def _load_requirements(path: Path, env: str | None, root: Path) -> EnvSpec:
-    """A requirements file as a pip-only env: its lines are the pip: section."""
+def _requirements_lines(path: Path) -> list[tuple[str, int]]:
+    """(line, number) of a requirements file; a control character is refused, naming it."""
     text = read_text(path, MAX_SPEC_BYTES, "requirements file")
     entries = [(line, number) for number, line in enumerate(text.splitlines(), 1)]
     for line, number in entries:
@@ -267,6 +267,12 @@ def _load_requirements(path: Path, env: str | None, root: Path) -> EnvSpec:
             raise WorkbenchError(
                 f"{path}:{number}: contains control character U+{ord(bad.group()):04X}"
             )
+    return entries
+
+
+def _load_requirements(path: Path, env: str | None, root: Path) -> EnvSpec:
+    """A requirements file as a pip-only env: its lines are the pip: section."""
+    entries = _requirements_lines(path)
     reader = _PipReader(root, path.parent)
     pip = reader.read(entries, path)
     return EnvSpec(
@@ -499,15 +505,7 @@ class _PipReader:
                 "includes itself?)"
             )
         self.files.append(path)
-        text = read_text(path, MAX_SPEC_BYTES, "requirements file")
-        entries = [(line, number) for number, line in enumerate(text.splitlines(), 1)]
-        for line, number in entries:
-            bad = CONTROL.search(line.strip())
-            if bad:
-                raise WorkbenchError(
-                    f"{path}:{number}: contains control character U+{ord(bad.group()):04X}"
-                )
-        self.included.extend(self.read(entries, path, depth + 1))
+        self.included.extend(self.read(_requirements_lines(path), path, depth + 1))
 
     def _requirement(self, text: str, stripped: str, number: int, source: Path) -> PipLine:
         """A requirement and the options that apply to it alone (`--hash=...`)."""
