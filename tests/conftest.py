@@ -221,3 +221,37 @@ def listening_ports(pid: int) -> dict[int, str]:
 
 # Session fixtures for container tests: `podman` (env for podman/buildah) and `base_image`.
 from tests.containers import base_image, podman  # noqa: E402, F401
+
+
+def make_package(folder: Path, name: str, version: str, setup_py: str = "") -> Path:
+    """A tiny installable project (setuptools, src layout) whose module has VERSION;
+    setup_py, when given, runs at build time (e.g. to make a build slow)."""
+    module = folder / "src" / name
+    module.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\n'
+    )
+    (module / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    if setup_py:
+        (folder / "setup.py").write_text(setup_py)
+    return folder
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in repo (identity and default branch fixed) and return its stdout."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    return subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()

@@ -26,6 +26,18 @@ dependencies:
 PROBE = "import os, sys, six; print(sys.executable, six.__version__, os.environ.get('{var}'))"
 
 
+def jupyter_kernelspecs() -> dict:
+    """What stock `jupyter kernelspec list` sees with this process's JUPYTER_PATH."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyter_client.kernelspecapp", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        check=True,
+    )
+    return json.loads(listing.stdout)["kernelspecs"]
+
+
 def active(project: Path, name: str) -> Path:
     return (project / ".workbench" / "envs" / name).resolve()
 
@@ -50,13 +62,7 @@ def test_build_register_and_run_kernel(project: Path) -> None:
     assert (version, greeting) == ("1.16.0", "hello-from-spec")
 
     # Stock Jupyter tools see it once JUPYTER_PATH names the project dir.
-    listing = subprocess.run(
-        [sys.executable, "-m", "jupyter_client.kernelspecapp", "list", "--json"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-    assert "wb-old" in json.loads(listing.stdout)["kernelspecs"]
+    assert "wb-old" in jupyter_kernelspecs()
 
 
 def test_unchanged_spec_is_a_no_op(project: Path) -> None:
@@ -319,13 +325,7 @@ def test_env_named_with_capitals_runs_under_the_kernel_name_jupyter_lists(projec
     created = workbench("env", "create", "TextGen", "--json", cwd=project)
     assert created.returncode == 0, created.stderr
     assert json_data(created.stdout)[0]["kernel"] == "wb-textgen"
-    listing = subprocess.run(
-        [sys.executable, "-m", "jupyter_client.kernelspecapp", "list", "--json"],
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
-    assert "wb-textgen" in json.loads(listing.stdout)["kernelspecs"]
+    assert "wb-textgen" in jupyter_kernelspecs()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os; print(os.environ['WORKBENCH_ENV'])")]
     nb.metadata["kernelspec"] = {"name": "wb-textgen", "display_name": "x", "language": "python"}

@@ -82,9 +82,10 @@ def proj(gpus: FakeGpus, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     """Env "counted" asks for one GPU (`gpus = 1`), env "pinned" pins GPU 1."""
     root = tmp_path_factory.mktemp("gpuproj")
     write_env(root, "counted", TINY)
+    write_env(root, "pinned", TINY)
     (root / "workbench.toml").write_text(
         '[project]\nname = "gpuproj"\n[envs.counted]\ngpus = 1\n'
-        '[envs.pinned]\nspec = "envs/counted.yml"\ngpus = [1]\n'
+        "[envs.pinned]\ngpus = [1]\n"
         f"[lab]\nport = {free_port()}\n"
     )
     # built without the fake on PATH: a build on a GPU machine asks torch if it sees them
@@ -386,13 +387,13 @@ def test_manifest_gpu_count_and_pins(tmp_path: Path) -> None:
     from workbench.errors import WorkbenchError
 
     write_env(tmp_path, "a", TINY)
+    write_env(tmp_path, "b", TINY)
     (tmp_path / "workbench.toml").write_text(
         textwrap.dedent(
             """
             [envs.a]
             gpus = 2
             [envs.b]
-            spec = "envs/a.yml"
             gpus = [0, 3]
             """
         )
@@ -400,6 +401,7 @@ def test_manifest_gpu_count_and_pins(tmp_path: Path) -> None:
     loaded = projects.load(tmp_path)
     assert (loaded.envs["a"].gpus, loaded.envs["a"].gpu_count) == (None, 2)
     assert (loaded.envs["b"].gpus, loaded.envs["b"].gpu_count) == (("0", "3"), None)
+    assert loaded.envs["a"].gpu_request == ("0", "1") and loaded.envs["b"].gpu_request == ("0", "3")
     (tmp_path / "workbench.toml").write_text("[envs.a]\ngpus = 0\n")
     with pytest.raises(WorkbenchError, match="gpus = 0: a count of GPUs is at least 1"):
         projects.load(tmp_path)

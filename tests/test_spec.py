@@ -12,6 +12,8 @@ from tests.conftest import write_env
 from workbench.envs import spec as specs
 from workbench.errors import WorkbenchError
 
+DATA = Path(__file__).parent / "data" / "specs"
+
 FULL = """
 name: full
 channels:
@@ -61,7 +63,7 @@ def test_full_conda_syntax_parses(tmp_path: Path) -> None:
     assert kinds[0] == ("--extra-index-url", "https://example.invalid/simple")
     assert kinds[1] == ("--find-links", "./wheels")
     assert kinds[2] == ("--requirement", str(tmp_path / "envs" / "requirements-extra.txt"))
-    assert kinds[3] == ("--editable", str(tmp_path / "envs" / "localpkg"))
+    assert kinds[3] == ("--editable", "./localpkg")  # as written: uv runs in the spec's folder
     assert kinds[4][0] == "requirement"
     assert spec.variables == {"HF_HOME": "/data/hf", "OMP_NUM_THREADS": "2"}
     assert any("'prefix' ignored" in w for w in spec.warnings)
@@ -89,18 +91,10 @@ def test_unknown_key_warns_like_conda(tmp_path: Path) -> None:
         ("name: a\ndependencies:\n  - python=3.11\n   - bad: [\n", "a.yml:4: invalid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
         ("dependencies: numpy\n", "dependencies must be a list, not str"),
-        (
-            "dependencies:\n  - numpy\n  - 'numpy >=>= 1'\n",
-            "a.yml:3: 'numpy >=>= 1' is not a valid conda match spec",
-        ),
-        (
-            "dependencies:\n  - pip:\n    - 'requests >>= 2'\n",
-            "a.yml:3: 'requests >>= 2' is not a valid pip requirement",
-        ),
         ("dependencies:\n  - pip:\n    - -r missing.txt\n", "file"),
         (
-            "dependencies:\n  - pip:\n    - --frobnicate x\n",
-            "unsupported pip option '--frobnicate'",
+            "dependencies:\n  - pip:\n    - --only-binary=:all:\n",
+            "a.yml:3: YAML reads pip line '--only-binary=:all:' as a mapping",
         ),
         ("dependencies:\n  - conda: [x]\n", "only a 'pip:' list is allowed"),
         ("dependencies: []\nvariables: [1, 2]\n", "variables must map names"),
@@ -164,7 +158,7 @@ def test_local_paths_inside_the_project_are_kept(tmp_path: Path) -> None:
         "--editable",
         "--find-links",
         "--find-links",
-        "requirement",
+        "path",
     ]
 
 
@@ -222,3 +216,168 @@ def test_keys_of_mixed_types_still_hash(tmp_path: Path) -> None:
     plain = specs.load(write_env(tmp_path, "b", "dependencies: [python=3.11]\n"))
     expected = json.dumps(plain.raw, sort_keys=True, default=str)
     assert plain.content_hash() == hashlib.sha256(expected.encode()).hexdigest()
+
+
+EVERY_FORM = r"""
+dependencies:
+  - python=3.11
+  - pip:
+    - git+https://github.com/NVIDIA/dllogger.git
+    - git+ssh://git@github.com/example-lab/private-envs.git@main#egg=private-envs
+    - git+file://{root}/vendor/gitpkg@v1#egg=gitpkg&subdirectory=python
+    - https://example.org/archive/refs/heads/master.zip
+    - https://example.org/wheels/pkg-1.0-py3-none-any.whl
+    - frontend @ https://example.org/frontend/archive/v0.2.tar.gz
+    - submodules/simple-knn
+    - ./third_party/tiny-cuda-nn/bindings/torch
+    - wheelhouse/mypkg-0.1.0-py3-none-any.whl
+    - wheelhouse/helper-2.0.tar.gz
+    - -e .
+    - -e ".[docs,test]"
+    - -e git+https://github.com/example-lab/cocoapi.git@8c9bcc3#egg=pycocotools
+    - -r requirements/base.txt
+    - -c requirements/constraints.txt
+    - --pre
+    - -f ./wheelhouse
+    - --index-url https://pypi.internal.example.com/simple
+    - --extra-index-url https://download.pytorch.org/whl/cu118
+    - --trusted-host pypi.internal.example.com
+    - --no-binary praat-parselmouth
+    - "--only-binary=:all:"
+    - "requests==2.31.0 \\"
+    - "    --hash=sha256:58cd2187c01e70e6e26505bca751777aa9f2ee0b7f4300988b709f44e013003f"
+    - six  # an inline comment
+    - "# a comment line"
+    - torch==2.0.1+cu118; sys_platform == "linux"
+"""
+
+
+def test_every_requirements_file_form_is_read(tmp_path: Path) -> None:
+    """What pip's requirements files take is read, never refused (a bare VCS URL, a
+    vendored folder and a continuation line were refused as 'not a valid pip requirement')."""
+    (tmp_path / "workbench.toml").write_text("")
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "base.txt").write_text("pydantic>=2\n-r more.txt\n")
+    (tmp_path / "requirements" / "more.txt").write_text("uvicorn[standard] \\\n  >=0.20\n")
+    (tmp_path / "requirements" / "constraints.txt").write_text("pydantic<3\n")
+    path = tmp_path / "environment.yml"
+    path.write_text(EVERY_FORM.replace("{root}", str(tmp_path)))
+    spec = specs.load(path)
+    got = [(line.kind, line.value) for line in spec.pip]
+    assert got == [
+        ("url", "git+https://github.com/NVIDIA/dllogger.git"),
+        ("url", "git+ssh://git@github.com/example-lab/private-envs.git@main#egg=private-envs"),
+        ("url", f"git+file://{tmp_path}/vendor/gitpkg@v1#egg=gitpkg&subdirectory=python"),
+        ("url", "https://example.org/archive/refs/heads/master.zip"),
+        ("url", "https://example.org/wheels/pkg-1.0-py3-none-any.whl"),
+        ("requirement", "frontend @ https://example.org/frontend/archive/v0.2.tar.gz"),
+        ("path", "submodules/simple-knn"),
+        ("path", "./third_party/tiny-cuda-nn/bindings/torch"),
+        ("path", "wheelhouse/mypkg-0.1.0-py3-none-any.whl"),
+        ("path", "wheelhouse/helper-2.0.tar.gz"),
+        ("--editable", "."),
+        ("--editable", ".[docs,test]"),
+        ("--editable", "git+https://github.com/example-lab/cocoapi.git@8c9bcc3#egg=pycocotools"),
+        ("--requirement", str(tmp_path / "requirements" / "base.txt")),
+        ("--constraint", str(tmp_path / "requirements" / "constraints.txt")),
+        ("--pre", ""),
+        ("--find-links", "./wheelhouse"),
+        ("--index-url", "https://pypi.internal.example.com/simple"),
+        ("--extra-index-url", "https://download.pytorch.org/whl/cu118"),
+        ("--trusted-host", "pypi.internal.example.com"),
+        ("--no-binary", "praat-parselmouth"),
+        ("--only-binary", ":all:"),
+        ("requirement", "requests==2.31.0"),
+        ("requirement", "six"),
+        ("requirement", 'torch==2.0.1+cu118; sys_platform == "linux"'),
+    ]
+    hashed = next(line for line in spec.pip if line.value == "requests==2.31.0")
+    assert hashed.options == (
+        "--hash=sha256:58cd2187c01e70e6e26505bca751777aa9f2ee0b7f4300988b709f44e013003f",
+    )
+    assert hashed.line == 27  # a continued line is numbered by its first line
+    # -r files are read too (for their paths and the hash), nested ones included.
+    assert [p.name for p in spec.included_files] == ["base.txt", "more.txt", "constraints.txt"]
+    assert [(line.kind, line.value, line.source.name) for line in spec.included] == [
+        ("requirement", "uvicorn[standard] >=0.20", "more.txt"),
+        ("requirement", "pydantic>=2", "base.txt"),
+        ("--requirement", str(tmp_path / "requirements" / "more.txt"), "base.txt"),
+        ("requirement", "pydantic<3", "constraints.txt"),
+    ]
+    assert spec.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("'requests >>= 2'", "not a requirement pip knows"),
+        ("--frobnicate x", "unknown option '--frobnicate'"),
+        ("--no-index extra", "--no-index takes no value"),
+        ("'six --no-deps'", "'--no-deps' is not an option of a requirement line"),
+    ],
+)
+def test_lines_pip_would_refuse_are_kept_with_the_reason(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    """Parsing never refuses a pip line: conda hands the section to pip unchanged, so pip
+    decides (a warning says it will likely refuse it); the uv backend refuses it at plan."""
+    spec = specs.load(write_env(tmp_path, "a", f"dependencies:\n  - pip:\n    - {line}\n"))
+    (pip_line,) = spec.pip
+    assert pip_line.kind == "invalid" and reason in pip_line.value
+    assert any(w.startswith(f"{spec.path}:3: pip will likely refuse") for w in spec.warnings)
+
+
+def test_match_specs_rattler_cannot_read_go_to_conda(tmp_path: Path) -> None:
+    spec = specs.load(write_env(tmp_path, "a", "dependencies:\n  - numpy\n  - 'numpy >=>= 1'\n"))
+    bad = spec.conda[1]
+    assert bad.name == "numpy" and bad.problem
+    assert any("a.yml:3: 'numpy >=>= 1' is not a match spec" in w for w in spec.warnings)
+
+
+def test_include_loops_and_outside_paths_in_included_files(tmp_path: Path) -> None:
+    (tmp_path / "workbench.toml").write_text("")
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    (envs / "loop.txt").write_text("-r loop.txt\n")
+    with pytest.raises(WorkbenchError, match=r"loop.txt:1: -r/-c files nest more than 16"):
+        specs.load(write_env(tmp_path, "a", "dependencies:\n  - pip:\n    - -r loop.txt\n"))
+    (envs / "sneaky.txt").write_text("six\n-e /etc\n")
+    with pytest.raises(WorkbenchError) as err:
+        specs.load(write_env(tmp_path, "b", "dependencies:\n  - pip:\n    - -r sneaky.txt\n"))
+    assert err.value.message.startswith(f"{envs / 'sneaky.txt'}:2: '-e /etc': /etc is outside")
+
+
+def test_a_requirements_file_is_a_pip_only_env(tmp_path: Path) -> None:
+    (tmp_path / "workbench.toml").write_text("")
+    path = tmp_path / "requirements-dev.txt"
+    path.write_text("-r requirements.txt\npytest>=8  # tests\n")
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    spec = specs.load(path, "dev")
+    assert spec.requirements_file and spec.env == "dev" and spec.conda == ()
+    assert [line.kind for line in spec.pip] == ["--requirement", "requirement"]
+    before = spec.content_hash()
+    (tmp_path / "requirements.txt").write_text("numpy<2\n")
+    assert specs.load(path, "dev").content_hash() != before
+
+
+@pytest.mark.parametrize(
+    ("spec_file", "platform", "evidence"),
+    [
+        ("09_win64_export.yml", "Windows", "prefix C:\\Users\\ana\\miniconda3\\envs\\thesis"),
+        ("10_osx_arm_export.yml", "macOS", "macOS-only packages appnope, libcxx"),
+    ],
+)
+def test_exports_from_another_platform_are_named(
+    spec_file: str, platform: str, evidence: str
+) -> None:
+    spec = specs.load(DATA / spec_file)
+    assert spec.exported_on == platform
+    (note,) = [w for w in spec.warnings if "conda env export" in w]
+    assert f"made on {platform} (" in note and evidence in note
+    assert "exact build strings" in note and "workbench env import NAME --from" in note
+
+
+def test_a_linux_export_is_not_foreign() -> None:
+    spec = specs.load(DATA / "11_linux_full_export.yml")
+    assert spec.exported_on is None
+    assert not any("conda env export" in w for w in spec.warnings)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from workbench import __version__, results
 from workbench import project as projects
-from workbench.commands import cluster, env, gpus, kernels, run, serve, sweep, test
+from workbench.commands import cluster, env, gpus, init, kernels, run, serve, sweep, test
 from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
 a lock and a Jupyter kernel (wb-NAME).
 
 Common flows:
+  workbench init                      take in an existing repository (its environment.yml)
   workbench env plan textgen          what would be installed, without building
   workbench env create --all          build every env and register its kernel
   workbench env lock --all            write exact, hashed locks to commit
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _options(argparse.SUPPRESS)
-    for module in (env, kernels, run, sweep, test, serve, gpus, cluster):
+    for module in (init, env, kernels, run, sweep, test, serve, gpus, cluster):
         module.add_parser(sub, common)
     return top
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _project(args: argparse.Namespace) -> projects.Project | None:
+    if args.handler is init.cmd_init:
+        return None  # init makes the project
     if args.handler is serve.cmd_tunnel and args.destination and not args.print_only:
         return None  # on the laptop: --project names the folder on the server
     try:

@@ -14,7 +14,12 @@ MANIFEST = "workbench.toml"
 STATE_DIR = ".workbench"
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DIGITS = re.compile(r"[0-9]+")
+# A host name, an address or a Host alias from ~/.ssh/config; never an ssh option (-…).
+SSH_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:%-]*")
 SPEC_SUFFIXES = (".yml", ".yaml")
+# A manifest may also point an env at a requirements file: a pip-only env.
+MANIFEST_SPEC_SUFFIXES = (*SPEC_SUFFIXES, ".txt")
+CACHE_ENV = "WORKBENCH_CACHE_DIR"
 # A manifest is a few hundred bytes; anything near this is not one, and parsing it would
 # take seconds.
 MAX_MANIFEST_BYTES = 1 << 20
@@ -29,6 +34,14 @@ class EnvEntry:
     spec_path: Path
     gpus: tuple[str, ...] | None = None
     gpu_count: int | None = None
+
+    @property
+    def gpu_request(self) -> tuple[str, ...] | None:
+        """The GPUs a build checks the env sees: the pinned ones, or as many as the count
+        asks (which ones, leases decide at each start)."""
+        if self.gpus:
+            return self.gpus
+        return tuple(str(i) for i in range(self.gpu_count)) if self.gpu_count else None
 
     @property
     def lock_path(self) -> Path:
@@ -53,6 +66,38 @@ class Project:
     envs: dict[str, EnvEntry] = field(default_factory=dict)
     apps: dict[str, AppEntry] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    # [notebooks]: a notebook file or folder (relative to root) -> the env its notebooks
+    # run in when their kernelspec names no project kernel (`python3`, a conda env's name).
+    notebooks: dict[str, str] = field(default_factory=dict)
+    configured_cache: Path | None = None  # [project] cache_dir
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The package cache shared by builds (WORKBENCH_CACHE_DIR, else [project]
+        cache_dir): uv's under uv/, conda's packages under conda-pkgs/."""
+        given = os.environ.get(CACHE_ENV)
+        if given:
+            return Path(given).expanduser().resolve()
+        return self.configured_cache
+
+    def notebook_env(self, notebook: Path) -> str | None:
+        """The env [notebooks] assigns to a notebook: its own entry, else that of the
+        nearest folder above it."""
+        try:
+            relative = notebook.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return None
+        for candidate in (relative, *relative.parents):
+            key = candidate.as_posix()
+            if key in self.notebooks:
+                return self.notebooks[key]
+        return None
+
+    def notebook_roots(self) -> list[Path]:
+        """Where the project's notebooks are: what [notebooks] names, else notebooks/."""
+        if self.notebooks:
+            return [self.root / key for key in sorted(self.notebooks)]
+        return [self.root / "notebooks"]
 
     # Every location the tool writes, in one place.
     @property
@@ -119,8 +164,29 @@ class Project:
         return self.service_dir("lab") / "token"
 
     @property
+    def lab_config_dir(self) -> Path:
+        """Project-scoped Jupyter config dir that `workbench lab` puts first on
+        JUPYTER_CONFIG_PATH (Lab's default settings); nothing in the user's home."""
+        return self.state_dir / "jupyter-config"
+
+    @property
+    def vscode_settings_path(self) -> Path:
+        """VS Code's workspace settings, merged by `workbench kernels --vscode`."""
+        return self.root / ".vscode" / "settings.json"
+
+    @property
+    def dotenv_path(self) -> Path:
+        """The workspace env file VS Code reads by default (python.envFile)."""
+        return self.root / ".env"
+
+    @property
     def lab_port(self) -> int:
         return int(self.manifest.get("lab", {}).get("port", 8888))
+
+    @property
+    def ssh_host(self) -> str | None:
+        """[lab] ssh_host: the name users give this server in ~/.ssh/config, if set."""
+        return self.manifest.get("lab", {}).get("ssh_host")
 
     def env(self, name: str) -> EnvEntry:
         """The env called name, or an error that suggests the closest one."""
@@ -177,14 +243,24 @@ def load(root: Path) -> Project:
         raise WorkbenchError(
             f"{manifest_path}: [project] name = {excerpt(repr(name))}: expected a string"
         )
+    cache_dir = project.get("cache_dir")
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir.strip()):
+        raise WorkbenchError(
+            f"{manifest_path}: [project] cache_dir = {excerpt(repr(cache_dir))}: expected a "
+            'folder, e.g. "/data/workbench-cache"'
+        )
+    configured_cache = (root / Path(cache_dir).expanduser()).resolve() if cache_dir else None
     lab = _table(manifest, "lab", manifest_path)
     _port(lab.get("port", 8888), f"{manifest_path}: [lab]")
+    if "ssh_host" in lab:
+        check_ssh_host(lab["ssh_host"], f"{manifest_path}: [lab] ssh_host")
 
     envs: dict[str, EnvEntry] = {}
     env_dir = root / "envs"
     if env_dir.is_dir():
         for path in sorted(env_dir.iterdir()):
-            if path.suffix in SPEC_SUFFIXES and path.is_file():
+            # hidden files are no envs (a build's temporary spec copy is one)
+            if path.suffix in SPEC_SUFFIXES and not path.name.startswith(".") and path.is_file():
                 envs[path.stem] = EnvEntry(path.stem, path)
     for env_name, table in _table(manifest, "envs", manifest_path).items():
         where = f"{manifest_path}: [envs.{excerpt(env_name)}]"
@@ -199,13 +275,44 @@ def load(root: Path) -> Project:
         )
         if env_name not in envs and not spec_path.is_file():
             raise WorkbenchError(f"{where}: spec file {spec_path} does not exist")
+        if spec_path.suffix not in MANIFEST_SPEC_SUFFIXES:
+            raise WorkbenchError(
+                f"{where}: spec = {excerpt(repr(table['spec']))}: expected an environment.yml "
+                "(.yml, .yaml) or a requirements file (.txt)"
+            )
+        # envs/NAME.yml found above, named otherwise here: one env, the manifest's name.
+        for other in [n for n, e in envs.items() if e.spec_path == spec_path and n != env_name]:
+            del envs[other]
         envs[env_name] = EnvEntry(env_name, spec_path, *_gpus(table.get("gpus"), where))
     _check_env_names(envs, manifest_path)
+    notebooks = _notebooks(root, manifest_path, _table(manifest, "notebooks", manifest_path), envs)
     apps = {
         app_name: _app(root, manifest_path, app_name, table, envs)
         for app_name, table in _table(manifest, "apps", manifest_path).items()
     }
-    return Project(root=root, name=name, envs=envs, apps=apps, manifest=manifest)
+    return Project(
+        root=root,
+        name=name,
+        envs=envs,
+        apps=apps,
+        manifest=manifest,
+        notebooks=notebooks,
+        configured_cache=configured_cache,
+    )
+
+
+def _notebooks(root: Path, manifest_path: Path, table: dict, envs: dict) -> dict[str, str]:
+    """[notebooks] "path" = "env": paths inside the project, envs that exist."""
+    assigned: dict[str, str] = {}
+    for key, env in table.items():
+        where = f"{manifest_path}: [notebooks] {excerpt(repr(key))}"
+        if not isinstance(env, str) or env not in envs:
+            known = ", ".join(sorted(envs)) or "none"
+            raise WorkbenchError(f"{where} = {excerpt(repr(env))}: not an env (known: {known})")
+        path = _inside(root, key, where)
+        relative = path.resolve().relative_to(root.resolve()).as_posix()
+        assigned[relative] = env
+    return assigned
 
 
 def _check_env_names(envs: dict[str, EnvEntry], manifest_path: Path) -> None:
@@ -250,6 +357,17 @@ def _inside(root: Path, value: object, where: str) -> Path:
 def _port(value: object, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
         raise WorkbenchError(f"{where}: port = {excerpt(repr(value))}: expected a number 1-65535")
+    return value
+
+
+def check_ssh_host(value: object, where: str) -> str:
+    """value, checked to be a host name, address or ~/.ssh/config alias (where names the
+    field or option in the error)."""
+    if not isinstance(value, str) or not SSH_HOST.fullmatch(value):
+        raise WorkbenchError(
+            f"{where} = {excerpt(repr(value))}: expected a host name or a Host alias from "
+            "~/.ssh/config (letters, digits, . - _ :, not starting with -)"
+        )
     return value
 
 

@@ -437,7 +437,7 @@ manifests = st.builds(
     st.dictionaries(st.sampled_from(["project", "envs", "apps", "lab"]), toml_values, max_size=1),
     st.lists(
         _fields("name").map(lambda f: _table("project", f))
-        | _fields("port", "host").map(lambda f: _table("lab", f))
+        | _fields("port", "host", "ssh_host").map(lambda f: _table("lab", f))
         | st.builds(
             lambda n, f: _table(f"envs.{json.dumps(n)}", f), table_names, _fields("spec", "gpus")
         )

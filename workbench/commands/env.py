@@ -1,4 +1,4 @@
-"""`workbench env list|plan|create|lock|check|rm`."""
+"""`workbench env list|plan|create|lock|check|export|import|rm`."""
 
 import argparse
 from pathlib import Path
@@ -7,12 +7,14 @@ from rich.table import Table
 
 from workbench import project as projects
 from workbench.console import err, escape, out, progress, warn
-from workbench.envs import backends, builds
+from workbench.envs import backends, builds, interpreters, portable
 from workbench.envs import spec as specs
+from workbench.envs.backends.uv import DROP_FLAG, UvOptions
 from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.results import Result
 
-HELP = """Build model envs from envs/NAME.yml (conda environment.yml format).
+HELP = """Build model envs from envs/NAME.yml (conda environment.yml format), or from the
+spec files workbench.toml points at (`workbench init` writes it for an existing repository).
 
 Each env is built into its own prefix under .workbench/builds/ and becomes active
 only when the build succeeded, so a failed build never breaks the env in use. After
@@ -42,10 +44,15 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "after conda->PyPI mapping, dropped packages with the reason, pip options. Exit 0 if "
         "the env can be built here, 2 with the reason if not.",
     )
-    p.add_argument("target", metavar="FILE_OR_NAME", help="an environment.yml or an env name")
+    p.add_argument(
+        "target",
+        metavar="FILE_OR_NAME",
+        help="an environment.yml (or requirements.txt) or an env name",
+    )
     p.add_argument(
         "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
     )
+    _uv_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_plan)
 
@@ -65,6 +72,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
     )
+    _uv_options(p)
     p.add_argument(
         "--user",
         action="store_true",
@@ -83,6 +91,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument(
         "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
     )
+    _uv_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_lock)
 
@@ -96,10 +105,65 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_check)
 
+    p = verbs.add_parser(
+        "export",
+        parents=[common],
+        help="a portable environment.yml of an env, pinned to its lock",
+        description="Print (or write with -o) the env's spec with every requirement pinned "
+        "to what its lock holds (the active build's, else the committed lock): channels, "
+        "variables, options and local paths kept; build strings and prefix left out, so it "
+        "builds on another platform. A VCS requirement is pinned to its locked commit.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write it here")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_export)
+
+    p = verbs.add_parser(
+        "import",
+        parents=[common],
+        help="create envs/NAME.yml from a conda env, a venv or an export file",
+        description="Write envs/NAME.yml from an env built elsewhere: a conda env (its name "
+        "or prefix; read from conda-meta, conda need not be installed), a venv, or a "
+        "`conda env export` file (builds, prefix and platform-only packages dropped). Every "
+        "Python package is pinned to the version found there, so `workbench env create "
+        "NAME` builds the same versions.",
+    )
+    p.add_argument("name", metavar="NAME", help="the new env's name")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="ENV_OR_PATH",
+        help="a conda env name, a conda prefix, a venv folder or an environment.yml",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing envs/NAME.yml")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_import)
+
     p = verbs.add_parser("rm", parents=[common], help="delete an env's builds and kernels")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_rm)
+
+
+def _uv_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        DROP_FLAG,
+        action="store_true",
+        help="uv backend: build without conda-only packages (R, compilers, CUDA toolkits, "
+        "MPI, C libraries), listing each one dropped; without it they are refused",
+    )
+    parser.add_argument(
+        interpreters.NEAREST_FLAG,
+        action="store_true",
+        help="uv backend: when no local Python matches python= (e.g. 3.8.5) and none can be "
+        "downloaded, use the nearest patch release of the same minor (e.g. 3.8.18)",
+    )
+
+
+def _options(args: argparse.Namespace) -> UvOptions:
+    return UvOptions(drop_conda_only=args.drop_conda_only, nearest_python=args.nearest_python)
 
 
 def _names(parser: argparse.ArgumentParser) -> None:
@@ -158,13 +222,14 @@ def _show_list(project: projects.Project, rows: list[builds.EnvStatus]) -> None:
 
 def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> Result:
     target = Path(args.target)
-    if target.suffix in projects.SPEC_SUFFIXES or target.is_file():
+    if target.suffix in projects.MANIFEST_SPEC_SUFFIXES or target.is_file():
         spec = specs.load(target.resolve())
     else:
         if project is None:
             raise WorkbenchError(f"{args.target}: no such spec file, and not inside a project")
-        spec = specs.load(project.env(args.target).spec_path)
-    plan = backends.get(args.backend).plan(spec)
+        entry = project.env(args.target)
+        spec = specs.load(entry.spec_path, entry.name)
+    plan = backends.for_spec(spec, args.backend, _options(args)).plan(spec)
     return Result(plan.to_json(), lambda: _show_plan(plan))
 
 
@@ -196,6 +261,7 @@ def cmd_create(args: argparse.Namespace, project: projects.Project) -> Result:
                 locked=args.locked,
                 force=args.force,
                 user=args.user,
+                options=_options(args),
                 progress=update,
             )
         results.append(result)
@@ -217,7 +283,7 @@ def cmd_create(args: argparse.Namespace, project: projects.Project) -> Result:
             f"{rec.python_version}, {rec.backend}, {source}) → kernel "
             f"[bold]{result.kernel.name if result.kernel else '-'}[/]"
         )
-        if result.gpu_check is not None:
+        if result.gpu_check is not None and not result.gpu_check.skipped:  # else a warning
             colour = "green" if result.gpu_check.ok else "red"
             err.print(f"  [{colour}]{result.gpu_check.message}[/]")
     return Result([r.to_json() for r in results], code=code)
@@ -227,7 +293,7 @@ def cmd_lock(args: argparse.Namespace, project: projects.Project) -> Result:
     written = []
     for name in _selected(args, project):
         with progress(name) as update:
-            new = builds.lock(project, name, args.backend, update)
+            new = builds.lock(project, name, args.backend, update, _options(args))
         entry = project.env(name)
         written.append(
             {
@@ -269,7 +335,45 @@ def _show_check(checked: list[builds.CheckResult]) -> None:
             out.print(f"  [red]- {n}=={v}[/] (removed)")
         for n, (a, b) in sorted(r.drift.changed.items()):
             out.print(f"  [yellow]~ {n} {a} → {b}[/] (changed)")
-        out.print(f"  rebuild it from the lock: workbench env create {r.env} --locked --force")
+        out.print(f"  reinstall exactly the lock: workbench env create {r.env} --locked")
+
+
+def cmd_export(args: argparse.Namespace, project: projects.Project) -> Result:
+    exported = portable.export(project, args.name)
+    if args.output:
+        args.output.write_text(exported.text)
+    data = {**exported.to_json(), "path": str(args.output) if args.output else None}
+
+    def show() -> None:
+        if not args.output:
+            out.print(exported.text, end="", markup=False, highlight=False)
+        else:
+            err.print(
+                f"[green]✓[/] {args.name}: wrote {escape(str(args.output))} "
+                f"({exported.pinned} pinned, from {exported.source})"
+            )
+        if exported.unpinned:
+            warn(f"not in the lock, left unpinned: {', '.join(exported.unpinned)}")
+
+    return Result(data, show)
+
+
+def cmd_import(args: argparse.Namespace, project: projects.Project) -> Result:
+    imported = portable.import_env(project, args.name, args.source, force=args.force)
+
+    def show() -> None:
+        rel = imported.path.relative_to(project.root)
+        err.print(
+            f"[green]✓[/] {args.name}: wrote {escape(str(rel))} from {imported.kind} "
+            f"{escape(imported.source)} ({imported.conda} conda, {imported.pip} pip "
+            f"requirements, pinned); build it with `workbench env create {args.name}`"
+        )
+        for dropped in imported.dropped:
+            out.print(f"dropped:  {escape(dropped['spec'])} ({dropped['reason']})")
+        for skipped in imported.skipped:
+            warn(f"left out: {skipped}")
+
+    return Result(imported.to_json(), show)
 
 
 def cmd_rm(args: argparse.Namespace, project: projects.Project) -> Result:

@@ -28,10 +28,18 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     bind.add_argument(
         "--auth", metavar="USER:PASS", help=f"require this login (or set {apps.AUTH_VARIABLE})"
     )
+    # The name in the printed ssh line: ~/.ssh/config's Host for this server.
+    via = argparse.ArgumentParser(add_help=False)
+    via.add_argument(
+        "--host-alias",
+        metavar="NAME",
+        help="server name in the printed ssh line: the Host you have in ~/.ssh/config "
+        "(default: [lab] ssh_host in workbench.toml, else this server's own name)",
+    )
 
     p = sub.add_parser(
         "serve",
-        parents=[common, bind],
+        parents=[common, bind, via],
         help="run one app in the foreground",
         description="Run a Gradio app in its env's interpreter until Ctrl-C.",
     )
@@ -42,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
     p = sub.add_parser(
         "up",
-        parents=[common, bind],
+        parents=[common, bind, via],
         help="start apps in the background",
         description="Start apps (default: all) under a supervisor that restarts "
         "them when they crash; returns once each is healthy.",
@@ -76,13 +84,21 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
     p = sub.add_parser(
         "lab",
-        parents=[common],
+        parents=[common, via],
         help="JupyterLab with the project kernels",
-        description="JupyterLab on 127.0.0.1 with a token, seeing the project "
-        "kernels; prints its URL and the ssh tunnel line.",
+        description="JupyterLab on 127.0.0.1 with a token, listing the project's kernels "
+        "only (not the tool's own python3; kernels built while it runs appear at once); "
+        "prints its URL and the ssh tunnel line. Lab starts without the Jupyter news "
+        "prompt; its settings defaults live in .workbench/jupyter-config, nothing is "
+        "written into your home.",
     )
     p.add_argument("--port", type=int, help="default: [lab] port in the manifest, or 8888")
     p.add_argument("--detach", action="store_true", help="run in the background (see ps/down)")
+    p.add_argument(
+        lab.ALL_KERNELS_FLAG,
+        action="store_true",
+        help="list every Jupyter kernel Lab finds, the tool's own python3 too",
+    )
     p.add_argument(
         "--cull-idle",
         metavar="DURATION",
@@ -94,7 +110,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
 
     p = sub.add_parser(
         "tunnel",
-        parents=[common],
+        parents=[common, via],
         help="ssh -L to JupyterLab and the apps",
         description="On the server, --print prints one `ssh -N -L …` line for "
         "JupyterLab and every running app. On the laptop, `tunnel USER@HOST` "
@@ -161,10 +177,11 @@ def cmd_serve(args: argparse.Namespace, project: projects.Project) -> Result:
         err.print(f"port {app.port} is in use, using {port}")
     leased = apps.gpus_for(project, app, args.wait, gpus.say_waiting)
     argv, env = apps.command(project, app, args.host, port, auth, leased)
+    via = _destination(args, project)
 
     def announce() -> None:
         err.print(f"[green]serving[/] {app.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)")
-        err.print(tunnel.line(tunnel.default_destination(), [tunnel.Forward(app.name, port, port)]))
+        err.print(tunnel.line(via, [tunnel.Forward(app.name, port, port)]), markup=False)
 
     url = net.health_url(Kind.APP, port)
     try:
@@ -177,6 +194,7 @@ def cmd_serve(args: argparse.Namespace, project: projects.Project) -> Result:
 def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
     auth = apps.auth_from(args.auth)
     apps.check_bind(args.host, auth)
+    via = _destination(args, project)
     names = args.apps or sorted(project.apps)
     if not names:
         raise WorkbenchError("no apps in workbench.toml ([apps.NAME] with env, file, port)")
@@ -200,7 +218,7 @@ def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
             err.print(f"[red]✗[/] {escape(exc.message)}")
             code = max(code, exc.exit_code)
     listed = services.listed(project)
-    return Result([s.to_json() for s in listed], lambda: _print_tunnel(listed), code)
+    return Result([s.to_json() for s in listed], lambda: _print_tunnel(listed, via), code)
 
 
 def cmd_ps(args: argparse.Namespace, project: projects.Project) -> Result:
@@ -284,32 +302,44 @@ def cmd_logs(args: argparse.Namespace, project: projects.Project) -> Result:
 def cmd_lab(args: argparse.Namespace, project: projects.Project) -> Result:
     cull_idle = lab.duration(args.cull_idle) if args.cull_idle else None
     port = args.port or net.pick_port(project.lab_port, "127.0.0.1")
+    via = _destination(args, project)
+    note = lab.kernels_note(project, args.all_kernels)
     if args.detach:
         current = lab.running_url(project)
         if current:
             return Result(
                 {"url": current}, lambda: err.print(f"JupyterLab is already running at {current}")
             )
-        url = lab.start_detached(project, port, cull_idle)
+        url = lab.start_detached(project, port, args.all_kernels, cull_idle)
 
         def show() -> None:
             err.print(f"[green]✓[/] JupyterLab at {url}")
-            _print_tunnel(services.listed(project))
+            err.print(note, markup=False)
+            _print_tunnel(services.listed(project), via)
 
         return Result({"url": url}, show)
 
     def ready(url: str) -> None:
-        line = tunnel.line(tunnel.default_destination(), [tunnel.Forward(lab.NAME, port, port)])
-        err.print(f"JupyterLab at {url}\n{line}")
+        line = tunnel.line(via, [tunnel.Forward(lab.NAME, port, port)])
+        err.print(f"JupyterLab at {url}\n{note}\n{line}", markup=False)
 
-    return Result(code=lab.run_foreground(project, port, ready, cull_idle))
+    return Result(code=lab.run_foreground(project, port, ready, args.all_kernels, cull_idle))
 
 
-def _print_tunnel(listed: list[Service]) -> None:
+def _destination(args: argparse.Namespace, project: projects.Project) -> str:
+    """USER@HOST for the printed ssh line: --host-alias, else [lab] ssh_host, else the
+    server's own name."""
+    alias = args.host_alias
+    if alias is not None:
+        projects.check_ssh_host(alias, "--host-alias")
+    return tunnel.default_destination(alias or project.ssh_host)
+
+
+def _print_tunnel(listed: list[Service], via: str) -> None:
     if listed:
         forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
         err.print("reach them from your laptop with:")
-        out.print(tunnel.line(tunnel.default_destination(), forwards), markup=False)
+        out.print(tunnel.line(via, forwards), markup=False)
 
 
 def _ray_dashboard(project: projects.Project) -> int | None:
@@ -336,6 +366,7 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> Re
     if args.print_only:
         if project is None:
             raise WorkbenchError("--print runs on the server, inside the project")
+        destination = args.destination or _destination(args, project)
         listed = services.listed(project)
         forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
         dashboard = _ray_dashboard(project)
@@ -345,8 +376,12 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> Re
             raise WorkbenchError(
                 "nothing is running: start apps with `workbench up` (and `workbench lab --detach`)"
             )
-        line = tunnel.line(args.destination or tunnel.default_destination(), forwards)
+        line = tunnel.line(destination, forwards)
         return Result({"ssh": line}, lambda: out.print(line, markup=False))
+    if args.host_alias is not None:
+        raise WorkbenchError(
+            "--host-alias names this server in `tunnel --print`; on the laptop give USER@HOST"
+        )
     if not args.destination:
         raise WorkbenchError("give USER@HOST (on the laptop), or --print (on the server)")
     # On the laptop, --project names the project's folder on the server.

@@ -9,10 +9,14 @@ complete once its record (workbench-env.json) exists; the record is written last
 
 import contextlib
 import fcntl
+import getpass
 import hashlib
+import json
 import os
 import secrets
 import shutil
+import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -23,6 +27,7 @@ from workbench.envs import backends, kernels, locks
 from workbench.envs import gpu_check as gpus
 from workbench.envs import spec as specs
 from workbench.envs.backends import Progress
+from workbench.envs.backends.uv import UvOptions
 from workbench.errors import WorkbenchError
 from workbench.jsonfiles import StateFile
 from workbench.project import EnvEntry, Project
@@ -111,12 +116,17 @@ def create(
     locked: bool = False,
     force: bool = False,
     user: bool = False,
+    options: UvOptions | None = None,
     progress: Progress = lambda _msg: None,
 ) -> CreateResult:
-    """Build env name (or reuse an identical build) and register its kernel."""
+    """Build env name (or reuse an identical build) and register its kernel.
+
+    A second create of the same env waits for the first (saying who holds it) and then
+    finds the env built. With locked, an env that drifted from its lock is rebuilt from
+    it, even when the spec did not change."""
     entry = project.env(name)
-    spec = specs.load(entry.spec_path)
-    backend = backends.get(backend_name)
+    spec = specs.load(entry.spec_path, entry.name)
+    backend = backends.for_spec(spec, backend_name, options)
     lock = fresh_lock(entry, spec, backend.name)
     if locked and lock is None:
         if not entry.lock_path.is_file():
@@ -127,37 +137,98 @@ def create(
             f"--locked: {entry.lock_path} is stale (the spec or backend changed since it was "
             f"written); run `workbench env lock {name}`"
         )
+    use_cache_dir(project)
     spec_hash = spec.content_hash()
     bid = build_id(spec_hash, backend.name, lock.body_hash if lock else None)
 
-    active = active_prefix(project, name)
-    record = EnvRecord.of(active) if active else None
-    if not force and record and record.build_id == bid and active:
-        link_runtime(project, active)
-        # rewritten every time: the manifest's GPUs may have changed, not the spec
-        kernel = _register(project, entry, spec, record, active, user)
-        return CreateResult(name, "unchanged", record, active, kernel, list(spec.warnings))
-
-    with _build_lock(project, name):
-        previous = _complete_build(project, name, bid) if not force else None
+    if not force:
+        current = _current(project, entry, spec, backend, bid, lock if locked else None, user)
+        if current is not None:
+            return current
+    with _build_lock(project, name, progress):
+        active = active_prefix(project, name)
+        if not force:
+            # Built by the process we waited for, or drifted from the lock (--locked).
+            current = _current(project, entry, spec, backend, bid, lock if locked else None, user)
+            if current is not None:
+                return current
+        drifted = locked and active is not None and EnvRecord.of(active).build_id == bid
+        reuse = not force and not drifted
+        previous = _complete_build(project, name, bid) if reuse else None
         if previous is not None:
             record = EnvRecord.of(previous)
             status = "reactivated"
             prefix = previous
             warnings = list(spec.warnings)
         else:
+            if drifted:
+                progress(f"the env drifted from {entry.lock_path.name}: reinstalling it exactly")
             plan = backend.plan(spec)
+            plan.gpus = entry.gpu_request
             prefix, record = _build(
                 project, entry, spec, backend, plan, lock, bid, active, progress
             )
             status = "built"
             warnings = plan.warnings
         link_runtime(project, prefix)
-        gpu = gpus.check(backend.run_python(prefix), entry.gpus) if entry.gpus else None
         _activate(project, name, prefix)
         kernel = _register(project, entry, spec, record, prefix, user)
+        gpu = None
+        if entry.gpu_request:
+            python, kernel_env = kernels.python_command(kernel)  # as the kernel starts it
+            gpu = gpus.check(python, entry.gpu_request, kernel_env)
+        if gpu is not None and gpu.skipped:
+            warnings = [*warnings, f"{name}: {gpu.message}"]
         _remove_old_builds(project, name, keep=prefix, previous=active)
     return CreateResult(name, status, record, prefix, kernel, warnings, gpu)
+
+
+def _current(
+    project: Project,
+    entry: EnvEntry,
+    spec: specs.EnvSpec,
+    backend: backends.Backend,
+    bid: str,
+    lock: locks.Lock | None,
+    user: bool,
+) -> CreateResult | None:
+    """The "unchanged" result when the active build is bid (and, given the lock, still
+    holds exactly it); None when a build is needed."""
+    active = active_prefix(project, entry.name)
+    record = EnvRecord.of(active) if active else None
+    if record is None or record.build_id != bid:
+        return None
+    if lock is not None and locks.diff(lock.packages(), backend.installed(active)):
+        return None
+    link_runtime(project, active)
+    # rewritten every time (a small file): the manifest's GPUs may have changed, not the spec
+    kernel = _register(project, entry, spec, record, active, user)
+    return CreateResult(entry.name, "unchanged", record, active, kernel, list(spec.warnings))
+
+
+def use_cache_dir(project: Project) -> Path | None:
+    """Point uv and conda at the project's shared package cache, if one is configured:
+    UV_CACHE_DIR=CACHE/uv, CONDA_PKGS_DIRS=CACHE/conda-pkgs. The folders are group-writable
+    and setgid, and this process's umask lets the group write what it adds, so everyone
+    in the group shares one download of each package."""
+    cache = project.cache_dir
+    if cache is None:
+        return None
+    folders = {"UV_CACHE_DIR": cache / "uv", "CONDA_PKGS_DIRS": cache / "conda-pkgs"}
+    os.umask(os.umask(0) & ~0o070)
+    for variable, folder in folders.items():
+        for path in (cache, folder):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                if path.stat().st_uid == os.getuid():
+                    os.chmod(path, stat.S_IMODE(path.stat().st_mode) | 0o2070)
+            except OSError as exc:
+                raise WorkbenchError(
+                    f"cache_dir {cache}: cannot use {path}: {exc.strerror}; set "
+                    "[project] cache_dir (or WORKBENCH_CACHE_DIR) to a folder you can write"
+                ) from None
+        os.environ[variable] = str(folder)
+    return cache
 
 
 def _build(
@@ -267,6 +338,7 @@ def _register(
         variables=spec.variables,
         gpus=entry.gpus,
         gpu_count=entry.gpu_count,
+        launcher=backends.get(record.backend).run_python(prefix),
         metadata={
             "spec_hash": record.spec_hash,
             "lock_hash": record.lock_hash,
@@ -302,24 +374,62 @@ def _remove_old_builds(project: Project, name: str, keep: Path, previous: Path |
 
 
 @contextlib.contextmanager
-def _build_lock(project: Project, name: str) -> Iterator[None]:
-    """One build of an env at a time; a second waits with a clear message."""
+def _build_lock(
+    project: Project, name: str, progress: Progress = lambda _msg: None
+) -> Iterator[None]:
+    """One build of an env at a time. A second waits, saying who holds the lock (pid,
+    user, host, since when: the holder writes it into the lock file)."""
     project.builds_dir.mkdir(parents=True, exist_ok=True)
-    with open(project.builds_dir / f".{name}.lock", "w") as handle:
+    path = project.builds_dir / f".{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with os.fdopen(fd, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise WorkbenchError(
-                f"env '{name}' is being built by another workbench process"
-            ) from None
+            progress(f"waiting for {_holder(path)}, which is building env '{name}'")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        holder = {
+            "pid": os.getpid(),
+            "user": _user(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+        }
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder))
+        handle.flush()
         yield
 
 
-def lock(project: Project, name: str, backend_name: str | None, progress: Progress) -> locks.Lock:
-    """Resolve env name exactly and write envs/NAME.lock."""
+def _holder(path: Path) -> str:
+    """Who holds a build lock, as its holder wrote it."""
+    try:
+        holder = json.loads(path.read_text())
+        since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
+        return f"pid {holder['pid']} ({holder['user']}@{holder['host']}, since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another workbench process"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def lock(
+    project: Project,
+    name: str,
+    backend_name: str | None,
+    progress: Progress,
+    options: UvOptions | None = None,
+) -> locks.Lock:
+    """Resolve env name exactly and write its lock beside the spec."""
     entry = project.env(name)
-    spec = specs.load(entry.spec_path)
-    backend = backends.get(backend_name)
+    spec = specs.load(entry.spec_path, entry.name)
+    backend = backends.for_spec(spec, backend_name, options)
+    use_cache_dir(project)
     plan = backend.plan(spec)
     new = backend.lock(spec, plan, active_prefix(project, name), progress)
     new.write(entry.lock_path)
@@ -348,7 +458,7 @@ def check(project: Project, name: str) -> CheckResult:
     lock_file = locks.read(entry.lock_path)
     record = EnvRecord.of(prefix)
     installed = backends.get(record.backend).installed(prefix)
-    spec = specs.load(entry.spec_path)
+    spec = specs.load(entry.spec_path, entry.name)
     return CheckResult(
         name,
         locks.diff(lock_file.packages(), installed),
@@ -429,7 +539,7 @@ def _lock_state(entry: EnvEntry) -> str:
         return "none"
     try:
         lock_file = locks.read(entry.lock_path)
-        spec = specs.load(entry.spec_path)
+        spec = specs.load(entry.spec_path, entry.name)
     except WorkbenchError:
         return "invalid"
     return "fresh" if lock_file.spec_hash == spec.content_hash() else "stale"

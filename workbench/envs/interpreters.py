@@ -1,5 +1,9 @@
-"""Local Python interpreters, found without downloading any."""
+"""Python interpreters for uv envs: a local one that matches `python=`, else one uv
+downloads (uv-managed, kept in uv's python folder), else a one-line error that names the
+wanted version, the nearest local ones and the flag that accepts the nearest patch
+release of the same minor."""
 
+import json
 import os
 import re
 import sys
@@ -8,16 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from workbench.errors import WorkbenchError
-from workbench.subprocesses import run
+from workbench.subprocesses import last_lines, run
 
 EXECUTABLE = re.compile(r"^python3(\.\d+)?$")
 PROBE = (
     "import sys; print('%d.%d.%d' % sys.version_info[:3]); "
     "print(getattr(sys, '_base_executable', sys.executable))"
 )
+NEAREST_FLAG = "--nearest-python"
+# Which bound of a requirement names the release it wants: ==3.8.5 before >=3.8 before <3.9.
+OPERATOR_RANK = {"==": 0, "===": 0, "~=": 1, ">=": 1, ">": 2, "<=": 3, "<": 3, "!=": 4}
+# A download of a managed Python is ~30 MB; an unreachable host fails in seconds.
+DOWNLOAD_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -30,8 +39,17 @@ class Interpreter:
         return f"{self.version.major}.{self.version.minor}"
 
 
+def managed_dir() -> Path:
+    """Where uv keeps the interpreters it downloads."""
+    if os.environ.get("UV_PYTHON_INSTALL_DIR"):
+        return Path(os.environ["UV_PYTHON_INSTALL_DIR"])
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "uv" / "python"
+
+
 def candidates() -> list[Path]:
-    """Executables that may be Pythons: the tool's own, PATH, pyenv's versions, /usr/bin."""
+    """Executables that may be Pythons: the tool's own, PATH, pyenv's versions, uv-managed
+    ones, /usr/bin."""
     found: list[Path] = [Path(sys.executable)]
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         # pyenv's shims are slow bash scripts; its versions are globbed directly below.
@@ -41,6 +59,7 @@ def candidates() -> list[Path]:
             )
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     found += sorted(pyenv_root.glob("versions/*/bin/python3"))
+    found += sorted(managed_dir().glob("cpython-*/bin/python3"))
     found += sorted(Path("/usr/bin").glob("python3.*[0-9]"))
     return list(dict.fromkeys(p for p in found if os.access(p, os.X_OK)))
 
@@ -66,18 +85,114 @@ def discover() -> list[Interpreter]:
     return list(unique.values())
 
 
-def select(requirement: SpecifierSet | None, label: str) -> Interpreter:
-    """The newest local interpreter satisfying requirement (ties: first discovered).
+def wanted_version(requirement: SpecifierSet) -> Version | None:
+    """The release a requirement names (3.8.5 in ==3.8.5.*, 3.8 in >=3.8,<3.9), if any."""
+    for spec in sorted(requirement, key=lambda s: OPERATOR_RANK.get(s.operator, 5)):
+        try:
+            return Version(spec.version.removesuffix(".*"))
+        except InvalidVersion:
+            continue
+    return None
 
-    With no requirement, the interpreter running workbench.
-    """
+
+def nearest(found: list[Interpreter], requirement: SpecifierSet) -> list[Interpreter]:
+    """Local interpreters closest to the wanted release: those of the same minor (nearest
+    patch first), else the two nearest minors."""
+    want = wanted_version(requirement)
+    if want is None:
+        return []
+
+    def distance(i: Interpreter) -> tuple:
+        minor = (i.version.major, i.version.minor)
+        return (
+            abs(minor[0] * 100 + minor[1] - want.major * 100 - want.minor),
+            abs(i.version.micro - want.micro),
+            -i.version.micro,
+        )
+
+    ranked = sorted(found, key=distance)
+    same = [i for i in ranked if (i.version.major, i.version.minor) == (want.major, want.minor)]
+    return same or ranked[:2]
+
+
+def select(
+    requirement: SpecifierSet | None, label: str, *, accept_nearest: bool = False
+) -> Interpreter:
+    """The newest local interpreter satisfying requirement (ties: first discovered), else
+    one uv downloads, else (with accept_nearest) the nearest patch release of the same
+    minor. With no requirement, the interpreter running workbench."""
     found = discover()
     if requirement is None:
         own = Path(sys.executable).resolve()
         return next((i for i in found if i.path.resolve() == own), found[0])
     matching = [i for i in found if requirement.contains(i.version, prereleases=True)]
-    if not matching:
-        versions = ", ".join(sorted({str(i.version) for i in found}, key=Version)) or "none"
-        raise WorkbenchError(f"{label}: no local interpreter matches; found {versions}")
-    best = max(i.version for i in matching)
-    return next(i for i in matching if i.version == best)
+    if matching:
+        best = max(i.version for i in matching)
+        return next(i for i in matching if i.version == best)
+    close = nearest(found, requirement)
+    want = wanted_version(requirement)
+    same_minor = [
+        i for i in close if want and (i.version.major, i.version.minor) == (want.major, want.minor)
+    ]
+    if accept_nearest and same_minor:
+        return same_minor[0]
+    fetched, why_not = fetch(requirement)
+    if fetched is not None:
+        return fetched
+    near = ", ".join(str(i.version) for i in close) or "none"
+    hint = (
+        f"; pass {NEAREST_FLAG} to build with {same_minor[0].version} (nearest patch of "
+        f"{want.major}.{want.minor})"
+        if same_minor
+        else "; install a matching Python (pyenv, the system's package manager) or change python="
+    )
+    raise WorkbenchError(
+        f"{label}: no local interpreter matches and uv could not download one ({why_not}); "
+        f"nearest local: {near}{hint}"
+    )
+
+
+def fetch(requirement: SpecifierSet) -> tuple[Interpreter | None, str]:
+    """A uv-managed interpreter for requirement, downloaded if need be: (it, "") or
+    (None, why not)."""
+    if os.environ.get("UV_PYTHON_DOWNLOADS", "").lower() in ("never", "manual", "false", "0"):
+        return None, "UV_PYTHON_DOWNLOADS forbids downloads"
+    if os.environ.get("UV_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return None, "UV_OFFLINE is set"
+    from uv import find_uv_bin
+
+    want = wanted_version(requirement)
+    request = str(want) if want and requirement.contains(want) else str(requirement)
+    known = run(
+        [find_uv_bin(), "--no-cache", "python", "list", request, "--only-downloads"]
+        + ["--output-format", "json"],
+        what=f"listing the Python releases uv can download for {request}",
+        check=False,
+    )
+    try:
+        downloadable = json.loads(known.stdout) if known.returncode == 0 else []
+    except ValueError:
+        downloadable = []
+    if not downloadable:
+        return None, f"uv knows no Python release matching {requirement}"
+    try:
+        install = run(
+            [find_uv_bin(), "python", "install", "--no-progress", request],
+            what=f"downloading Python {request} with uv",
+            timeout=DOWNLOAD_TIMEOUT,
+            check=False,
+        )
+    except WorkbenchError as exc:
+        return None, exc.message
+    if install.returncode != 0:
+        reason = last_lines(install.stderr, 1) or f"exit {install.returncode}"
+        return None, f"uv python install {request}: {reason.removeprefix('cause: ')}"
+    found = run(
+        [find_uv_bin(), "python", "find", "--managed-python", request],
+        what=f"finding the Python {request} uv installed",
+        check=False,
+    )
+    interp = _probe(Path(found.stdout.strip())) if found.returncode == 0 else None
+    if interp is None or not requirement.contains(interp.version, prereleases=True):
+        return None, f"uv installed no interpreter matching {requirement}"
+    return interp, ""

@@ -3,10 +3,17 @@
 Kernel names are what jupyter_client lists: it lowercases the folder names of kernelspecs
 and the names it is asked for. So env TextGen has kernel wb-textgen, and kernel_name and
 env_of are the one mapping between the two.
+
+A kernel starts its env's interpreter through the backend's launcher (`kernel_argv`):
+the interpreter itself for uv envs; for conda envs the interpreter running
+workbench.runtime.activate, which activates the env (activate.d scripts, PATH,
+CONDA_PREFIX, as in a terminal) and execs python, so the kernel keeps the pid Jupyter
+sends interrupts to. The GPU check starts python the same way (`python_command`).
 """
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +22,7 @@ from workbench.jsonfiles import write_atomic
 from workbench.project import Project
 
 PREFIX = "wb-"
+LAUNCHER_ARGS = ("-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}")
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class KernelSpec:
     python: str
     scope: str  # "project" or "user"
     project_root: str | None = None  # the project that registered it
+    argv: tuple[str, ...] = ()
 
     @property
     def env_exists(self) -> bool:
@@ -66,6 +75,22 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-").lower()
 
 
+def kernel_argv(launcher: Sequence[str]) -> list[str]:
+    """The kernelspec argv: launcher (the command that starts the env's python) and
+    ipykernel's arguments."""
+    return [*launcher, *LAUNCHER_ARGS]
+
+
+def python_command(spec: KernelSpec) -> tuple[list[str], dict[str, str]]:
+    """How the kernel starts python: its argv without ipykernel's arguments, and the
+    environment its kernelspec adds."""
+    data = json.loads((spec.path / "kernel.json").read_text())
+    argv = list(data["argv"])
+    if tuple(argv[-len(LAUNCHER_ARGS) :]) == LAUNCHER_ARGS:
+        argv = argv[: -len(LAUNCHER_ARGS)]
+    return argv, dict(data.get("env", {}))
+
+
 def register(
     project: Project,
     env: str,
@@ -75,11 +100,13 @@ def register(
     gpus: tuple[str, ...] | None,
     metadata: dict,
     user: bool = False,
+    launcher: Sequence[str] | None = None,
     gpu_count: int | None = None,
 ) -> KernelSpec:
-    """Write (or overwrite) the env's kernelspec and return it. An env that asks for GPUs
-    (pinned or a count) gets the workbench-gpus provisioner, which sets
-    CUDA_VISIBLE_DEVICES at each launch (workbench.gpus.provisioner)."""
+    """Write (or overwrite) the env's kernelspec and return it; launcher starts python
+    (default: python itself). An env that asks for GPUs (pinned or a count) gets the
+    workbench-gpus provisioner, which sets CUDA_VISIBLE_DEVICES at each launch
+    (workbench.gpus.provisioner)."""
     name = kernel_name(project, env, user)
     base = user_kernels_dir() if user else project.kernels_dir
     folder = base / name
@@ -87,29 +114,30 @@ def register(
     minor = ".".join(python_version.split(".")[:2])
     display = f"Python {minor} ({env}, {project.name})" if user else f"Python {minor} ({env})"
     kernel_env = {**variables, "WORKBENCH_ENV": env, "WORKBENCH_PROJECT": str(project.root)}
+    argv = kernel_argv(launcher or [str(python)])
     spec = {
-        "argv": [
-            str(python),
-            "-Xfrozen_modules=off",
-            "-m",
-            "ipykernel_launcher",
-            "-f",
-            "{connection_file}",
-        ],
+        "argv": argv,
         "display_name": display,
         "language": "python",
         "interrupt_mode": "signal",
         "env": kernel_env,
         "metadata": {
             "debugger": True,
-            "workbench": {**metadata, "env": env, "project_root": str(project.root)},
+            "workbench": {
+                **metadata,
+                "env": env,
+                "project_root": str(project.root),
+                "python": str(python),
+            },
         },
     }
     if gpus or gpu_count:
         spec["metadata"]["kernel_provisioner"] = assign.provisioner_metadata(gpus, gpu_count)
     write_atomic(folder / "kernel.json", json.dumps(spec, indent=1) + "\n")
     scope = "user" if user else "project"
-    return KernelSpec(name, folder, display, env, str(python), scope, str(project.root))
+    return KernelSpec(
+        name, folder, display, env, str(python), scope, str(project.root), tuple(argv)
+    )
 
 
 def _read(folder: Path, scope: str) -> KernelSpec | None:
@@ -121,9 +149,10 @@ def _read(folder: Path, scope: str) -> KernelSpec | None:
             folder,
             spec["display_name"],
             meta["env"],
-            spec["argv"][0],
+            meta.get("python", spec["argv"][0]),
             scope,
             meta.get("project_root"),
+            tuple(spec["argv"]),
         )
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None

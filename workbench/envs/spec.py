@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,7 +30,8 @@ VARIABLE = re.compile(r"[^=\x00]+")
 # Characters that would split one requirement line into several (or hide in one).
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
-# pip options that take a value, as pip spells them in a requirements file.
+# pip's requirements-file options (`pip help install`, "Requirements File Format"), with
+# the long name workbench keys them by. Options that take a value:
 PIP_VALUE_OPTIONS = {
     "-i": "--index-url",
     "--index-url": "--index-url",
@@ -39,6 +41,7 @@ PIP_VALUE_OPTIONS = {
     "--no-binary": "--no-binary",
     "--only-binary": "--only-binary",
     "--trusted-host": "--trusted-host",
+    "--use-feature": "--use-feature",
     "-r": "--requirement",
     "--requirement": "--requirement",
     "-c": "--constraint",
@@ -46,15 +49,50 @@ PIP_VALUE_OPTIONS = {
     "-e": "--editable",
     "--editable": "--editable",
 }
-PIP_FLAG_OPTIONS = {"--pre", "--no-index", "--prefer-binary"}
-PIP_PATH_OPTIONS = {"--requirement", "--constraint", "--editable"}
+PIP_FLAG_OPTIONS = {
+    "--pre": "--pre",
+    "--no-index": "--no-index",
+    "--prefer-binary": "--prefer-binary",
+    "--require-hashes": "--require-hashes",
+    "-Z": "--always-unzip",
+    "--always-unzip": "--always-unzip",
+}
+# Options that follow a requirement on its line and apply to it alone.
+PIP_REQUIREMENT_OPTIONS = ("--hash", "--config-settings", "--global-option", "--install-option")
+PIP_INCLUDE_OPTIONS = {"--requirement", "--constraint"}
 # Options whose value may be a local path (or a file: URL) rather than a name or host.
-PIP_LOCATION_OPTIONS = {*PIP_PATH_OPTIONS, "--find-links", "--index-url", "--extra-index-url"}
+PIP_LOCATION_OPTIONS = {"--find-links", "--index-url", "--extra-index-url"}
+VCS_SCHEMES = ("git+", "hg+", "svn+", "bzr+")
+ARCHIVES = (".whl", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar", ".zip")
+COMMENT = re.compile(r"(^|\s+)#.*$")
+# -r files include others; a chain this deep is a loop or an attack, not a project.
+MAX_INCLUDE_DEPTH = 16
+# Packages built for one platform only: in an export they tell where it was made.
+PLATFORM_PACKAGES = {
+    "Windows": {
+        "vc",
+        "vc14_runtime",
+        "vs2015_runtime",
+        "ucrt",
+        "win_inet_pton",
+        "wincertstore",
+        "pywin32",
+        "pywin32-ctypes",
+        "pywinpty",
+        "winpty",
+    },
+    "macOS": {"libcxx", "libcxxabi", "appnope", "cctools", "ld64", "tapi"},
+}
+PLATFORM_PREFIXES = {"Windows": ("m2w64-", "msys2-"), "macOS": ("pyobjc-",)}
+PLATFORM_SUFFIXES = {"Windows": ("_win-64", "_win-32"), "macOS": ("_osx-64", "_osx-arm64")}
 
 
 @dataclass(frozen=True)
 class CondaDep:
-    """One conda match spec, as written and as parsed by rattler."""
+    """One conda match spec, as written and as parsed by rattler.
+
+    problem is set when rattler cannot read the text: conda decides about it (the spec goes
+    to conda unchanged), the uv backend refuses it."""
 
     text: str
     name: str
@@ -62,21 +100,35 @@ class CondaDep:
     build: str | None
     channel: str | None
     line: int
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
 class PipLine:
-    """One line of the `pip:` section.
+    """One logical line of the `pip:` section (continuations joined, comment removed).
 
-    kind is "requirement" (PEP 508 or a URL/path), an option name such as
-    "--index-url", or "--requirement"/"--constraint"/"--editable" whose value is a path
-    or URL; relative paths are resolved against the spec's folder.
+    kind is one of
+      "requirement"  PEP 508, also `name @ URL`
+      "url"          a bare URL: VCS (git+https, git+ssh, git+file, ...), archive or wheel
+      "path"         a local directory, wheel or sdist; value as written (pip and uv take it
+                     relative to the spec's folder, where workbench runs them)
+      "--editable"   value: a path as written, or a VCS URL
+      "--requirement", "--constraint": value: the file, resolved
+      an option name ("--index-url", "--pre", ...), value "" for flags
+      "invalid"      pip would refuse the line; value says why
+    options holds per-requirement options (`--hash=sha256:...`). source is the file the
+    line was read from (the spec, or a file it includes with -r).
     """
 
     text: str
     kind: str
     value: str
     line: int
+    source: Path | None = None
+    options: tuple[str, ...] = ()
+
+    def where(self, default: Path) -> str:
+        return f"{self.source or default}:{self.line}"
 
 
 @dataclass(frozen=True)
@@ -89,28 +141,46 @@ class EnvSpec:
     variables: dict[str, str]
     warnings: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False)
+    env: str = ""  # the project's name for this env (defaults to the file's stem)
+    included: tuple[PipLine, ...] = ()  # lines of the files -r includes, for checks
+    included_files: tuple[Path, ...] = ()  # -r and -c files, in the order they are read
+    exported_on: str | None = None  # "Windows"/"macOS": an export made on another platform
+    requirements_file: bool = False  # a requirements*.txt: a pip-only env
 
     @property
     def python(self) -> CondaDep | None:
         return next((d for d in self.conda if d.name == "python"), None)
 
+    @property
+    def folder(self) -> Path:
+        """Where pip and uv run: relative paths in the spec are taken from here."""
+        return self.path.parent
+
     def content_hash(self) -> str:
         """sha256 of what the spec asks for, including -r/-c files it pulls in."""
         canonical = json.dumps(_json_keys(self.raw), sort_keys=True, default=str)
         digest = hashlib.sha256(canonical.encode())
-        for line in self.pip:
-            if line.kind in ("--requirement", "--constraint"):
-                digest.update(Path(line.value).read_bytes())
+        for path in self.included_files:
+            digest.update(path.read_bytes())
         return digest.hexdigest()
 
 
-def load(path: Path) -> EnvSpec:
-    """Parse and validate an environment.yml; every problem names the file and line."""
+def load(path: Path, env: str | None = None, root: Path | None = None) -> EnvSpec:
+    """Parse and validate an environment.yml (or a requirements*.txt, a pip-only env);
+    every problem names the file and line.
+
+    Only what workbench needs is read; what conda or pip decide about (a match spec rattler
+    cannot read, a pip line pip would refuse) is kept with the reason, for the backend to
+    judge. Local paths must stay inside the project (root, else the folder with
+    workbench.toml above the spec), for every backend."""
+    root = root or _project_root(path)
+    if path.suffix == ".txt":
+        return _load_requirements(path, env, root)
     text = read_text(path, MAX_SPEC_BYTES, "spec file")
-    root, data = _parse(text, path)
+    node, data = _parse(text, path)
     if not isinstance(data, dict):
         raise WorkbenchError(f"{path}: expected a mapping with a 'dependencies' list")
-    lines = _LineIndex(root)
+    lines = _LineIndex(node)
 
     warnings = [
         f"{path}:{lines.of(key)}: unknown key '{key}' ignored (conda knows: "
@@ -139,8 +209,7 @@ def load(path: Path) -> EnvSpec:
             f"{path}:{lines.of('dependencies')}: dependencies must be a list, not {_kind(deps)}"
         )
     conda: list[CondaDep] = []
-    pip: list[PipLine] = []
-    project_root = _project_root(path)
+    entries: list[tuple[str, int]] = []
     for i, item in enumerate(deps):
         line = lines.of("dependencies", i)
         if isinstance(item, dict):
@@ -148,10 +217,12 @@ def load(path: Path) -> EnvSpec:
             for j, pip_item in enumerate(pip_items):
                 pip_line = lines.of("dependencies", i, "pip", j)
                 text = _line_text(pip_item, f"{path}:{pip_line}", "pip line", "'requests>=2'")
-                pip.extend(_parse_pip(text, path, pip_line, project_root))
+                entries.append((text, pip_line))
         else:
             text = _line_text(item, f"{path}:{line}", "dependency", "'numpy>=1.26'")
-            conda.append(_parse_conda(text, f"{path}:{line}", line))
+            conda.append(_parse_conda(text, line))
+    reader = _PipReader(root, path.parent)
+    pip = reader.read(entries, path)
 
     variables = data.get("variables") or {}
     if not isinstance(variables, dict) or not all(
@@ -166,6 +237,10 @@ def load(path: Path) -> EnvSpec:
                 f"{path}:{lines.of('variables', key)}: variable '{excerpt(key)}' cannot be set "
                 "in an environment (names have no '=' and no NUL; values no NUL)"
             )
+    exported_on, export_note = _foreign_export(path, data.get("prefix"), conda)
+    if export_note:
+        warnings.append(export_note)
+    warnings += _notes(path, conda, pip, reader.included)
     return EnvSpec(
         path=path,
         name=name,
@@ -175,7 +250,63 @@ def load(path: Path) -> EnvSpec:
         variables={k: str(v) for k, v in variables.items()},
         warnings=tuple(warnings),
         raw=data,
+        env=env or path.stem,
+        included=tuple(reader.included),
+        included_files=tuple(reader.files),
+        exported_on=exported_on,
     )
+
+
+def _requirements_lines(path: Path) -> list[tuple[str, int]]:
+    """(line, number) of a requirements file; a control character is refused, naming it."""
+    text = read_text(path, MAX_SPEC_BYTES, "requirements file")
+    entries = [(line, number) for number, line in enumerate(text.splitlines(), 1)]
+    for line, number in entries:
+        bad = CONTROL.search(line.strip())
+        if bad:
+            raise WorkbenchError(
+                f"{path}:{number}: contains control character U+{ord(bad.group()):04X}"
+            )
+    return entries
+
+
+def _load_requirements(path: Path, env: str | None, root: Path) -> EnvSpec:
+    """A requirements file as a pip-only env: its lines are the pip: section."""
+    entries = _requirements_lines(path)
+    reader = _PipReader(root, path.parent)
+    pip = reader.read(entries, path)
+    return EnvSpec(
+        path=path,
+        name=path.stem,
+        channels=(),
+        conda=(),
+        pip=tuple(pip),
+        variables={},
+        warnings=tuple(_notes(path, [], pip, reader.included)),
+        raw={"requirements": [line.text for line in pip]},
+        env=env or path.stem,
+        included=tuple(reader.included),
+        included_files=tuple(reader.files),
+        requirements_file=True,
+    )
+
+
+def _notes(
+    path: Path, conda: list[CondaDep], pip: list[PipLine], included: list[PipLine]
+) -> list[str]:
+    """Warnings for what the spec passes on unread: conda or pip will decide about it."""
+    notes = [
+        f"{path}:{dep.line}: '{excerpt(dep.text)}' is not a match spec workbench can read "
+        f"({dep.problem}); it goes to conda unchanged"
+        for dep in conda
+        if dep.problem
+    ]
+    notes += [
+        f"{line.where(path)}: pip will likely refuse '{excerpt(line.text)}': {line.value}"
+        for line in (*pip, *included)
+        if line.kind == "invalid"
+    ]
+    return notes
 
 
 def _parse(text: str, path: Path) -> tuple[yaml.Node | None, object]:
@@ -244,6 +375,12 @@ def _project_root(spec_path: Path) -> Path:
 def _line_text(item: object, where: str, what: str, example: str) -> str:
     """A dependency or pip entry as text: a string (or number, as conda reads `- 5`)
     on one line."""
+    if isinstance(item, dict) and len(item) == 1 and None in item.values():
+        (key,) = item
+        raise WorkbenchError(
+            f"{where}: YAML reads {what} '{excerpt(key)}:' as a mapping because it ends with "
+            f"':'; quote it: - \"{excerpt(key)}:\""
+        )
     if not isinstance(item, str | int | float) or isinstance(item, bool):
         raise WorkbenchError(
             f"{where}: {what} {excerpt(repr(item))} is not a package spec "
@@ -273,89 +410,176 @@ def _pip_section(item: dict, where: str) -> list:
     return pip_items
 
 
-def _parse_conda(text: str, where: str, line: int) -> CondaDep:
+def _parse_conda(text: str, line: int) -> CondaDep:
+    """A dependency as rattler reads it (leniently, as conda does); what it cannot read is
+    kept with the reason, name taken from the text."""
     from rattler import MatchSpec  # imported here: only parsing needs it
 
     try:
         spec = MatchSpec(text)
     except Exception as exc:  # rattler raises its own exception types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WorkbenchError(
-            f"{where}: '{excerpt(text)}' is not a valid conda match spec: {excerpt(reason, 300)}"
-        ) from None
+        bare = text.strip().rpartition("::")[2]
+        name = re.match(r"[A-Za-z0-9_.+-]*", bare).group().lower() or bare
+        return CondaDep(text, name, None, None, None, line, problem=excerpt(reason, 200))
     version = spec.version if spec.version not in (None, "*") else None
     channel = spec.channel.name if spec.channel is not None else None
     return CondaDep(text, spec.name.normalized, version, spec.build, channel, line)
 
 
-def _parse_pip(text: str, spec_path: Path, line: int, root: Path) -> list[PipLine]:
-    """One pip: entry, which may hold an option and its value, or a requirement.
+class _PipReader:
+    """Reads pip: entries, and the files they include with -r/-c, the way pip reads a
+    requirements file: continuation lines joined, comments dropped, options and
+    per-requirement options recognised.
 
-    Local paths (-r, -c, -e, -f, file: URLs, ./pkg) must stay inside the project root:
-    a spec is committed and shared, so it may not pull in files from elsewhere on the
-    machine (a machine-wide wheel folder or index belongs in pip.conf, which is honoured).
+    Local paths (-r, -c, -e, -f, file: and git+file: URLs, ./pkg, wheels, sdists) must
+    stay inside the project root: a spec is committed and shared, so it may not pull in
+    files from elsewhere on the machine (a machine-wide wheel folder or index belongs in
+    pip.conf, which is honoured). Requirement paths are relative to the spec's folder
+    (where conda runs pip, and workbench runs uv); includes to the including file.
     """
-    from packaging.requirements import InvalidRequirement, Requirement
 
-    where = f"{spec_path}:{line}"
-    stripped = text.strip()
-    if not stripped or stripped.startswith("#"):
-        return []
-    if stripped.startswith("-"):
+    def __init__(self, root: Path, workdir: Path):
+        self.root = root
+        self.workdir = workdir
+        self.included: list[PipLine] = []
+        self.files: list[Path] = []
+
+    def read(self, entries: list[tuple[str, int]], source: Path, depth: int = 0) -> list[PipLine]:
+        parsed = (self._line(text, number, source, depth) for text, number in _logical(entries))
+        return [line for line in parsed if line is not None]
+
+    def _line(self, text: str, number: int, source: Path, depth: int) -> PipLine | None:
+        stripped = COMMENT.sub("", text).strip()
+        if not stripped:
+            return None
+        if stripped.startswith("-"):
+            return self._option(text, stripped, number, source, depth)
+        return self._requirement(text, stripped, number, source)
+
+    def _option(self, text: str, stripped: str, number: int, source: Path, depth: int) -> PipLine:
+        where = f"{source}:{number}"
+
+        def invalid(reason: str) -> PipLine:
+            return PipLine(text, "invalid", reason, number, source)
+
         try:
-            words = shlex.split(stripped, comments=True)
+            words = shlex.split(stripped)
         except ValueError as exc:
-            raise WorkbenchError(
-                f"{where}: cannot parse pip line '{excerpt(text)}': {exc}"
-            ) from None
-        option, _, inline = words[0].partition("=")
-        values = [inline] if inline else words[1:]
-        if option in PIP_FLAG_OPTIONS and not values:
-            return [PipLine(text, option, "", line)]
+            return invalid(f"cannot split it into words ({exc})")
+        option, equals, inline = words[0].partition("=")
+        values = ([inline] if equals else []) + words[1:]
+        if option in PIP_FLAG_OPTIONS:
+            if values:
+                return invalid(f"{option} takes no value")
+            return PipLine(text, PIP_FLAG_OPTIONS[option], "", number, source)
         if option not in PIP_VALUE_OPTIONS:
-            known = ", ".join(sorted({*PIP_VALUE_OPTIONS.values(), *PIP_FLAG_OPTIONS}))
-            raise WorkbenchError(
-                f"{where}: unsupported pip option '{excerpt(option)}' (supported: {known})"
-            )
+            known = ", ".join(sorted({*PIP_VALUE_OPTIONS.values(), *PIP_FLAG_OPTIONS.values()}))
+            return invalid(f"unknown option '{excerpt(option)}' (requirements files take {known})")
         if len(values) != 1:
-            raise WorkbenchError(f"{where}: pip option '{excerpt(option)}' takes exactly one value")
-        kind = PIP_VALUE_OPTIONS[option]
-        value = values[0]
-        if _is_url(value):
-            _check_file_url(value, spec_path, root, where, text)
-        elif kind in PIP_LOCATION_OPTIONS:
-            resolved = _local(value, spec_path.parent, root, where, text)
-            if kind in PIP_PATH_OPTIONS:
-                value = str(resolved)
-            if kind in ("--requirement", "--constraint") and not resolved.is_file():
+            return invalid(f"{option} takes exactly one value")
+        kind, value = PIP_VALUE_OPTIONS[option], values[0]
+        if kind in PIP_INCLUDE_OPTIONS:
+            if _is_url(value) and not value.startswith("file:"):
+                return invalid(f"{kind} from a URL: download the file into the project")
+            path = unquote(urlsplit(value).path) if value.startswith("file:") else value
+            resolved = self._local(path, source.parent, where, text)
+            if not resolved.is_file():
                 raise WorkbenchError(
                     f"{where}: '{excerpt(text)}': {resolved} is not an existing file"
                 )
-        return [PipLine(text, kind, value, line)]
-    if stripped.startswith((".", "/", "~")):
-        resolved = _local(stripped, spec_path.parent, root, where, text)
-        return [PipLine(text, "requirement", str(resolved), line)]
-    try:
-        requirement = Requirement(stripped)
-    except InvalidRequirement as exc:
-        reason = str(exc).splitlines()[0]
-        raise WorkbenchError(
-            f"{where}: '{excerpt(text)}' is not a valid pip requirement: {excerpt(reason, 300)}"
-        ) from None
-    if requirement.url:
-        _check_file_url(requirement.url, spec_path, root, where, text)
-    return [PipLine(text, "requirement", stripped, line)]
+            self._include(resolved, depth, where)
+            return PipLine(text, kind, str(resolved), number, source)
+        if _is_url(value):
+            self._check_file_url(value, where, text)
+        elif kind == "--editable":
+            self._local(_without_extras(value), self.workdir, where, text)
+        elif kind in PIP_LOCATION_OPTIONS:
+            self._local(value, source.parent, where, text)
+        return PipLine(text, kind, value, number, source)
+
+    def _include(self, path: Path, depth: int, where: str) -> None:
+        if depth >= MAX_INCLUDE_DEPTH:
+            raise WorkbenchError(
+                f"{where}: -r/-c files nest more than {MAX_INCLUDE_DEPTH} deep (a file that "
+                "includes itself?)"
+            )
+        self.files.append(path)
+        self.included.extend(self.read(_requirements_lines(path), path, depth + 1))
+
+    def _requirement(self, text: str, stripped: str, number: int, source: Path) -> PipLine:
+        """A requirement and the options that apply to it alone (`--hash=...`)."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        where = f"{source}:{number}"
+        words = stripped.split()
+        first_option = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
+        requirement = " ".join(words[:first_option])
+        options = tuple(words[first_option:])
+        unknown = [
+            o for o in options if o.startswith("-") and not o.startswith(PIP_REQUIREMENT_OPTIONS)
+        ]
+        if unknown:
+            reason = f"'{excerpt(unknown[0])}' is not an option of a requirement line"
+            return PipLine(text, "invalid", reason, number, source)
+        target = requirement.split(" ;")[0].strip()
+        try:
+            parsed: Requirement | None = Requirement(requirement)
+            problem = ""
+        except InvalidRequirement as exc:
+            parsed, problem = None, str(exc).splitlines()[0]
+        local_archive = target.endswith(ARCHIVES) and (self.workdir / target).is_file()
+        if parsed is not None and not local_archive:
+            if parsed.url:
+                self._check_file_url(parsed.url, where, text)
+            return PipLine(text, "requirement", requirement, number, source, options)
+        if _is_url(target):
+            self._check_file_url(target, where, text)
+            return PipLine(text, "url", requirement, number, source, options)
+        if target.startswith((".", "/", "~")) or "/" in target or target.endswith(ARCHIVES):
+            self._local(_without_extras(target), self.workdir, where, text)
+            return PipLine(text, "path", requirement, number, source, options)
+        reason = f"not a requirement pip knows ({excerpt(problem, 200)})"
+        return PipLine(text, "invalid", reason, number, source)
+
+    def _check_file_url(self, url: str, where: str, text: str) -> None:
+        """A file: URL (also git+file:) is a local path, held to the same rule as one."""
+        parts = urlsplit(url)
+        if parts.scheme == "file" or parts.scheme.endswith("+file"):
+            path = unquote(parts.path)
+            if parts.scheme != "file":
+                path = path.rpartition("@")[0] or path  # git+file:///repo@ref
+            self._local(path, self.workdir, where, text)
+
+    def _local(self, value: str, base: Path, where: str, text: str) -> Path:
+        return _local(value, base, self.root, where, text)
+
+
+def _logical(entries: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Lines as pip reads them: a line ending in a backslash continues on the next one
+    (numbered by its first line)."""
+    joined: list[tuple[str, int]] = []
+    pending: tuple[str, int] | None = None
+    for text, number in entries:
+        if pending is not None:
+            text, number = pending[0] + " " + text.strip(), pending[1]
+            pending = None
+        if text.rstrip().endswith("\\"):
+            pending = (text.rstrip()[:-1].rstrip(), number)
+        else:
+            joined.append((text, number))
+    if pending is not None:
+        joined.append(pending)
+    return joined
+
+
+def _without_extras(path: str) -> str:
+    """`./pkg[docs,test]` -> `./pkg`."""
+    return re.sub(r"\[[^\]]*\]$", "", path.strip())
 
 
 def _is_url(value: str) -> bool:
-    return "://" in value or value.startswith(("git+", "hg+", "svn+", "bzr+"))
-
-
-def _check_file_url(url: str, spec_path: Path, root: Path, where: str, text: str) -> None:
-    """A file: URL (also git+file:) is a local path, held to the same rule as one."""
-    parts = urlsplit(url)
-    if parts.scheme == "file" or parts.scheme.endswith("+file"):
-        _local(unquote(parts.path), spec_path.parent, root, where, text)
+    return "://" in value or value.startswith((*VCS_SCHEMES, "file:"))
 
 
 def _local(value: str, base: Path, root: Path, where: str, text: str) -> Path:
@@ -375,6 +599,56 @@ def _local(value: str, base: Path, root: Path, where: str, text: str) -> Path:
         f"{where}: '{excerpt(text)}': {reason}; local paths in a spec must stay inside the "
         "project (a machine-wide wheel folder or index belongs in pip.conf)"
     )
+
+
+def platform_of(name: str) -> str | None:
+    """The platform ("Windows", "macOS") a conda package exists for alone, if any."""
+    for platform, names in PLATFORM_PACKAGES.items():
+        if (
+            name in names
+            or name.startswith(PLATFORM_PREFIXES[platform])
+            or name.endswith(PLATFORM_SUFFIXES[platform])
+        ):
+            return platform
+    return None
+
+
+def host_platform() -> str:
+    return {"linux": "Linux", "darwin": "macOS", "win32": "Windows"}.get(sys.platform, sys.platform)
+
+
+def _foreign_export(
+    path: Path, prefix: object, conda: list[CondaDep]
+) -> tuple[str | None, str | None]:
+    """(platform, one-line note) when the spec is an export made on another platform:
+    its prefix (C:\\..., /Users/...) or packages that exist for one platform only say so."""
+    signals: dict[str, list[str]] = {}
+    if isinstance(prefix, str):
+        if re.match(r"^[A-Za-z]:[\\/]", prefix) or "\\" in prefix:
+            signals.setdefault("Windows", []).append(f"prefix {prefix}")
+        elif prefix.startswith("/Users/"):
+            signals.setdefault("macOS", []).append(f"prefix {prefix}")
+    only: dict[str, list[str]] = {}
+    for dep in conda:
+        platform = platform_of(dep.name)
+        if platform:
+            only.setdefault(platform, []).append(dep.name)
+    for platform, names in only.items():
+        signals.setdefault(platform, []).append(f"{platform}-only packages {', '.join(names)}")
+    host = host_platform()
+    foreign = next((p for p in signals if p != host), None)
+    if foreign is None:
+        return None, None
+    builds = sum(1 for dep in conda if dep.build)
+    if builds:
+        signals[foreign].append(f"{builds} exact build strings")
+    evidence = excerpt("; ".join(signals[foreign]), 300)
+    note = (
+        f"{path}: a `conda env export` made on {foreign} ({evidence}):"
+        f" its builds and {foreign}-only packages do not exist for {host}; "
+        f"`workbench env import NAME --from {path}` writes a portable spec"
+    )
+    return foreign, note
 
 
 class _LineIndex:

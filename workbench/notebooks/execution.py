@@ -33,17 +33,21 @@ EXIT_CODES = {
 
 
 def resolve_env(project: Project, path: Path, nb: dict, env: str | None) -> tuple[str, str]:
-    """(env name, kernel name) for the run: --env's, else the notebook's kernelspec."""
+    """(env name, kernel name) for the run: --env's, else the notebook's kernelspec when it
+    is a project kernel, else the env workbench.toml [notebooks] assigns it (a notebook
+    saved with kernel `python3` or a conda env's kernel)."""
     if env is None:
         kernel = (nb.get("metadata", {}).get("kernelspec") or {}).get("name")
-        if not kernel:
-            raise WorkbenchError(f"{path}: the notebook names no kernel; pass --env NAME")
-        env = kernels.env_of(project, kernel)
+        env = kernels.env_of(project, kernel) if isinstance(kernel, str) else None
+        env = env or project.notebook_env(path)
         if env is None:
             known = ", ".join(sorted(project.envs)) or "none"
+            named = (
+                f"kernel '{kernel}' is not a project env kernel" if kernel else "names no kernel"
+            )
             raise WorkbenchError(
-                f"{path}: kernel '{kernel}' is not a project env kernel; pass --env NAME "
-                f"(envs: {known})"
+                f"{path}: {named}; pass --env NAME or assign it under [notebooks] in "
+                f"workbench.toml (envs: {known})"
             )
     builds.require_built(project, env)
     return env, kernels.kernel_name(project, env)

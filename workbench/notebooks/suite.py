@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.discovery import notebook_files
 from workbench.errors import WorkbenchError
 from workbench.notebooks.parameters import PRESET_KEY, presets, read
 from workbench.notebooks.pool import Pool, PoolRun
@@ -36,20 +37,18 @@ class NotebookResult:
 
 
 def discover(project: Project, given: list[Path]) -> list[Path]:
-    """The notebooks to test: those given, else every .ipynb under notebooks/."""
+    """The notebooks to test: those given, else the project's: every notebook under the
+    files and folders workbench.toml [notebooks] names, else under notebooks/."""
     if given:
         missing = [str(p) for p in given if not p.is_file()]
         if missing:
             raise WorkbenchError(f"no such notebook: {', '.join(missing)}")
         return [p.resolve() for p in given]
-    folder = project.root / "notebooks"
-    found = (
-        sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-        if folder.is_dir()
-        else []
-    )
+    roots = project.notebook_roots()
+    found = sorted({nb.resolve() for root in roots for nb in notebook_files(root)})
     if not found:
-        raise WorkbenchError(f"no notebooks under {folder}")
+        where = ", ".join(display_path(r, project.root) for r in roots)
+        raise WorkbenchError(f"no notebooks under {where}")
     return found
 
 

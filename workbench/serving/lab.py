@@ -1,10 +1,14 @@
-"""JupyterLab as a service: from the tool's env, seeing the project kernels, with a token."""
+"""JupyterLab as a service: from the tool's env, with a token, listing the project's kernels
+only (unless asked for all), quiet for a new user, configured without writing into the
+user's home (settings defaults live in the project's .workbench/jupyter-config)."""
 
+import json
 import os
 import re
 import secrets
 import sys
 
+from workbench.envs import kernels
 from workbench.errors import WorkbenchError
 from workbench.jsonfiles import write_atomic
 from workbench.project import Project
@@ -20,6 +24,15 @@ LAB_OPEN = (
     "(c.IdentityProvider.token = '' or c.ServerApp.token = ''; `jupyter --paths` lists "
     "where config lives); remove that line and run `workbench lab` again"
 )
+ALL_KERNELS_FLAG = "--all-kernels"
+# Imported by Lab, not here (the CLI does not pay for importing jupyter_client).
+KERNEL_SPEC_MANAGER = "workbench.serving.lab_kernels.ProjectKernelSpecManager"
+# Defaults for Lab's settings, below what a user saves in Lab's Settings editor: no "Would
+# you like to get notified about official Jupyter news?" prompt (it shows while fetchNews
+# is "none"), no fetching news or update checks from a GPU server.
+SETTING_DEFAULTS = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}
+}
 
 
 def duration(text: str) -> int:
@@ -42,7 +55,12 @@ def culling(idle_s: int) -> list[str]:
 
 
 def command(
-    project: Project, host: str, port: int, token: str, cull_idle: int | None = None
+    project: Project,
+    host: str,
+    port: int,
+    token: str,
+    all_kernels: bool = False,
+    cull_idle: int | None = None,
 ) -> tuple[list[str], dict]:
     """Lab's argv and environment; the token goes by environment, never argv."""
     argv = [
@@ -55,11 +73,53 @@ def command(
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={project.root}",
     ]
+    if not all_kernels:
+        argv += [
+            f"--ServerApp.kernel_spec_manager_class={KERNEL_SPEC_MANAGER}",
+            f"--{KERNEL_SPEC_MANAGER.rsplit('.', 1)[1]}.project_root={project.root}",
+        ]
+        listed = project_kernels(project)
+        if listed:
+            # What Lab preselects, and what a client starts when it names no kernel.
+            argv.append(f"--MultiKernelManager.default_kernel_name={listed[0]}")
     if os.geteuid() == 0:
         argv.append("--allow-root")  # containers and CI run as root
     if cull_idle:
         argv += culling(cull_idle)
-    return argv, {**project.jupyter_env(), "JUPYTER_TOKEN": token}
+    return argv, {**project.jupyter_env(), **_config_env(project), "JUPYTER_TOKEN": token}
+
+
+def _config_env(project: Project) -> dict[str, str]:
+    """Writes the project's Lab config and returns JUPYTER_CONFIG_PATH with it first: Lab
+    reads setting defaults from labconfig/default_setting_overrides.json in every config
+    dir on that path."""
+    path = project.lab_config_dir / "labconfig" / "default_setting_overrides.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(SETTING_DEFAULTS, indent=1) + "\n")
+    current = os.environ.get("JUPYTER_CONFIG_PATH", "")
+    parts = [str(project.lab_config_dir)] + [p for p in current.split(os.pathsep) if p]
+    return {"JUPYTER_CONFIG_PATH": os.pathsep.join(dict.fromkeys(parts))}
+
+
+def project_kernels(project: Project) -> list[str]:
+    """The kernel names Lab lists without --all-kernels, sorted."""
+    return sorted({spec.name for spec in kernels.listed(project)})
+
+
+def kernels_note(project: Project, all_kernels: bool) -> str:
+    """One line on which kernels Lab lists, and how to list the others."""
+    if all_kernels:
+        return "Lab lists every Jupyter kernel, the tool's own python3 too"
+    listed = project_kernels(project)
+    if not listed:
+        return (
+            "no project kernels yet: `workbench env create --all` builds them and Lab lists "
+            f"them as they appear; `workbench lab {ALL_KERNELS_FLAG}` lists Jupyter's others"
+        )
+    return (
+        f"Lab lists the project's kernels only ({', '.join(listed)}); "
+        f"`workbench lab {ALL_KERNELS_FLAG}` lists every Jupyter kernel"
+    )
 
 
 def url(port: int, token: str) -> str:
@@ -80,10 +140,12 @@ def running_url(project: Project) -> str | None:
     return url(service.port, project.lab_token_path.read_text().strip())
 
 
-def start_detached(project: Project, port: int, cull_idle: int | None = None) -> str:
+def start_detached(
+    project: Project, port: int, all_kernels: bool = False, cull_idle: int | None = None
+) -> str:
     """Lab under a supervisor; returns its URL once healthy and checked to need its token."""
     token = secrets.token_urlsafe(24)
-    argv, env = command(project, "127.0.0.1", port, token, cull_idle)
+    argv, env = command(project, "127.0.0.1", port, token, all_kernels, cull_idle)
     services.start(project, NAME, Kind.LAB, argv, env, "127.0.0.1", port, None)
     services.wait_healthy(project, NAME, HEALTH_TIMEOUT)
     if is_open(port):
@@ -94,10 +156,12 @@ def start_detached(project: Project, port: int, cull_idle: int | None = None) ->
     return url(port, token)
 
 
-def run_foreground(project: Project, port: int, on_ready, cull_idle: int | None = None) -> int:
+def run_foreground(
+    project: Project, port: int, on_ready, all_kernels: bool = False, cull_idle: int | None = None
+) -> int:
     """Lab in the foreground until Ctrl-C; on_ready(url) once it is up and needs its token."""
     token = secrets.token_urlsafe(24)
-    argv, env = command(project, "127.0.0.1", port, token, cull_idle)
+    argv, env = command(project, "127.0.0.1", port, token, all_kernels, cull_idle)
 
     def healthy() -> None:
         if is_open(port):

@@ -1,6 +1,7 @@
 """One `ssh -L` line for JupyterLab and every running app, and a laptop-side runner of it."""
 
 import getpass
+import ipaddress
 import shlex
 import socket
 import subprocess
@@ -34,8 +35,36 @@ class Forward:
         return f"127.0.0.1:{self.local}:127.0.0.1:{self.remote}"
 
 
-def default_destination() -> str:
-    return f"{getpass.getuser()}@{socket.getfqdn()}"
+# Names that mean "this machine" to whoever resolves them: useless on the laptop.
+LOOPBACK_NAMES = {"localhost", "localhost6", "ip6-localhost", "ip6-loopback"}
+# What the line says when the server knows no name for itself but loopback ones.
+UNKNOWN_HOST = "SERVER"
+
+
+def is_loopback_name(name: str) -> bool:
+    name = name.lower().rstrip(".")
+    if not name or name in LOOPBACK_NAMES or name.split(".")[0] in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def server_name() -> str:
+    """The most useful name this server knows for itself: its fully qualified name, else
+    its host name, never a loopback name (getfqdn() says localhost where /etc/hosts maps
+    the host name to 127.0.0.1); UNKNOWN_HOST when it knows nothing better."""
+    for name in (socket.getfqdn(), socket.gethostname()):
+        if not is_loopback_name(name):
+            return name
+    return UNKNOWN_HOST
+
+
+def default_destination(host_alias: str | None = None) -> str:
+    """USER@HOST for the ssh line: the current user at host_alias (--host-alias or
+    [lab] ssh_host: the Host users have in ~/.ssh/config), else at server_name()."""
+    return f"{getpass.getuser()}@{host_alias or server_name()}"
 
 
 def command(destination: str, forwards: list[Forward], ssh_options: list[str] = ()) -> list[str]:

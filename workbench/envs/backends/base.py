@@ -24,6 +24,7 @@ class Plan:
     pip_options: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[str, ...] | None = None  # the manifest's GPU pins, set by the build
 
     def to_json(self) -> dict:
         return {
