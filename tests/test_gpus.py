@@ -405,3 +405,39 @@ def test_manifest_gpu_count_and_pins(tmp_path: Path) -> None:
     (tmp_path / "workbench.toml").write_text("[envs.a]\ngpus = 0\n")
     with pytest.raises(WorkbenchError, match="gpus = 0: a count of GPUs is at least 1"):
         projects.load(tmp_path)
+
+
+def test_app_lease_lives_with_its_supervisor(gradio_project: Path, gpus: FakeGpus) -> None:
+    """`workbench up` of an app whose env asks for one GPU (FAKE nvidia-smi): the lease is
+    held by the app's supervisor (it outlives restarts), the app sees the GPU, `down`
+    frees it; with every GPU held elsewhere `up` fails at once naming the holder."""
+    manifest = gradio_project / "workbench.toml"
+    saved = manifest.read_text()
+    manifest.write_text(saved + "[envs.ui]\ngpus = 1\n")
+    try:
+        up = workbench("up", "echo", "--json", cwd=gradio_project)
+        assert up.returncode == 0, up.stderr
+        echo = next(s for s in json_data(up.stdout) if s["name"] == "echo")
+        (holder,) = gpus.held()[1]
+        assert (holder["kind"], holder["name"]) == ("app", "echo")
+        assert holder["pid"] == echo["supervisor_pid"]
+        environ = Path(f"/proc/{echo['pid']}/environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=1" in environ
+        assert workbench("down", "echo", cwd=gradio_project).returncode == 0
+        assert not any(gpus.held().values())
+
+        colleague = subprocess.Popen(
+            [sys.executable, "-c", HOLD, "300"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert colleague.stdout.readline().strip() == "HELD"
+            refused = workbench("up", "echo", cwd=gradio_project)
+            assert refused.returncode == 1
+            assert "no free GPU for app echo (needs 1, 0 of 2 free)" in refused.stderr
+            assert "held by app colleague" in refused.stderr
+        finally:
+            colleague.kill()
+            colleague.wait()
+    finally:
+        manifest.write_text(saved)
+        workbench("down", cwd=gradio_project)
