@@ -2,9 +2,12 @@
 terminal input (a prompt can never hang a build), and a failure, a missing program or a
 timeout becomes one WorkbenchError that names what was being done."""
 
+import contextlib
+import ctypes
 import logging
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,3 +91,10 @@ def spawn(
         return subprocess.Popen(argv, cwd=cwd, env=_environ(env), stdin=stdin, **popen)
     except FileNotFoundError as exc:
         raise WorkbenchError(f"{what} failed: {argv[0]} not found") from exc
+
+
+def die_with_parent() -> None:
+    """For preexec_fn: the child gets SIGTERM when the process that started it dies
+    (Linux PR_SET_PDEATHSIG), so workers never outlive whoever drives them."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)

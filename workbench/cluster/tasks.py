@@ -9,7 +9,6 @@ Imported by Ray workers, which run the cluster's Python, where workbench is inst
 """
 
 import contextlib
-import ctypes
 import fcntl
 import io
 import json
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from workbench.gpus.assign import ASSIGNED
+from workbench.subprocesses import die_with_parent
 
 MARKER = ".workbench-commit"
 
@@ -54,11 +54,6 @@ def _locked(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def materialize(cache: Path, name: str, commit: str, archive: bytes) -> Path:
@@ -154,7 +149,7 @@ def run_on_node(archive: bytes, spec: dict, collector) -> dict:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     try:
         stdout, stderr = proc.communicate()

@@ -16,7 +16,6 @@ SIGTERM interrupts the run in hand, whose record then says so) and dies with its
 """
 
 import contextlib
-import ctypes
 import json
 import os
 import selectors
@@ -32,7 +31,7 @@ from pathlib import Path
 from workbench.errors import INTERRUPTED, WorkbenchError
 from workbench.notebooks.records import RunRecord, RunStatus
 from workbench.project import Project
-from workbench.subprocesses import spawn
+from workbench.subprocesses import die_with_parent, spawn
 
 REUSABLE = {RunStatus.OK, RunStatus.REGRESSED, RunStatus.FAILED}
 WARMKERNEL = "__import__('workbench.runtime.warmkernel').runtime.warmkernel"
@@ -102,7 +101,7 @@ class Slot:
                 stderr=log,
                 text=True,
                 start_new_session=True,  # Ctrl-C reaches the pool, which interrupts once
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def run(
@@ -271,11 +270,6 @@ def env_of(project: Project, request: PoolRun) -> str | None:
     except WorkbenchError:
         return None
     return kernels.env_of(project, name) if name else None
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # ---------------------------------------------------------------- worker side
