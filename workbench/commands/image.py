@@ -93,6 +93,7 @@ def cmd_image(args: argparse.Namespace, project: projects.Project) -> Result:
         "tag": recipe.tag,
         "containerfile": str(context.dir.containerfile),
         "context": str(context.dir.context),
+        "build_contexts": {name: str(path) for name, path in context.contexts.items()},
         "model": {"mode": recipe.model.mode, "run": recipe.model.run_id},
         "lint": findings,
         "warnings": recipe.warnings,

@@ -19,7 +19,8 @@ file's). A bind address other than loopback is refused unless one of the service
 
 What it keeps: every service runs in a process group of its own; SIGTERM or SIGINT to the
 launcher goes on to every service, and when any service ends by itself the others get
-SIGTERM; whatever is still alive GRACE_S later is SIGKILLed with its group. The launcher
+SIGTERM; whatever is still alive WORKBENCH_STOP_GRACE_S (default 8, under the 10 s that
+`podman stop` and `docker stop` wait) later is SIGKILLed with its group. The launcher
 exits with the status of the service that ended first by itself (128+N for signal N), or 0
 when a signal stopped them and they all stopped cleanly.
 """
@@ -40,7 +41,7 @@ import urllib.request
 
 from workbench.runtime import EXIT_USAGE, LOOPBACK_HOSTS
 
-GRACE_S = 10.0
+GRACE_S = 8.0
 POLL_S = 0.1
 CHECK_TIMEOUT_S = 4.0
 
@@ -113,8 +114,9 @@ def status_of(returncode: int) -> int:
 
 
 class Launcher:
-    def __init__(self, services: list[Service]):
+    def __init__(self, services: list[Service], grace_s: float):
         self.services = services
+        self.grace_s = grace_s
         self.signalled: int | None = None
         self.first_exit: Service | None = None
 
@@ -158,11 +160,11 @@ class Launcher:
                 if self.signalled:
                     log("info", "stopping", signal=signal.Signals(self.signalled).name)
                 self.send(signal.SIGINT if self.signalled == signal.SIGINT else signal.SIGTERM)
-                deadline = time.monotonic() + GRACE_S
+                deadline = time.monotonic() + self.grace_s
             if not self.running():
                 break
             if deadline is not None and time.monotonic() > deadline:
-                log("error", "killing what outlived the grace period", grace_s=GRACE_S)
+                log("error", "killing what outlived the grace period", grace_s=self.grace_s)
                 break
             time.sleep(POLL_S)
         self.kill_groups()
@@ -218,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     if refusals:
         sys.stderr.write(f"workbench launcher: {refusals[0]}\n")
         return EXIT_USAGE
-    launcher = Launcher(services)
+    try:
+        grace_s = float(environ.get("WORKBENCH_STOP_GRACE_S") or GRACE_S)
+    except ValueError:
+        sys.stderr.write("workbench launcher: WORKBENCH_STOP_GRACE_S must be a number\n")
+        return EXIT_USAGE
+    launcher = Launcher(services, grace_s)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, launcher.on_signal)
     try:

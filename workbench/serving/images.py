@@ -24,7 +24,9 @@ what the image holds.
 """
 
 import ast
+import configparser
 import hashlib
+import io
 import json
 import os
 import platform
@@ -502,19 +504,34 @@ def write(recipe: Recipe) -> Context:
     keep their timestamps, so the builder's layer cache holds."""
     where = image_dir(recipe.project, recipe.app)
     where.root.mkdir(parents=True, exist_ok=True)
-    secrets = _write_secrets(recipe, where.secrets)
+    lock_dirs, config_dirs = _host_dirs(recipe)
     contexts: dict[str, Path] = {}
     if recipe.kind == "uv":
         contexts["uv"] = Path(_uv_bin()).parent
-    for i, folder in enumerate(_local_dirs(recipe, secrets)):
-        contexts[f"local{i}"] = folder
+    contexts |= {f"lock{i}": path for i, path in enumerate(lock_dirs)}
+    contexts |= {f"pip{i}": path for i, path in enumerate(config_dirs)}
     if recipe.model.mode == "bake":
         contexts["model"] = recipe.model.source
-    files = {**_env_files(recipe), **_code_files(recipe)}
-    _sync(where.context, files)
-    text = containerfile(recipe, secrets, contexts)
-    _sync_file(where.containerfile, text.encode())
+    lock_moved = {path: mount_point(f"lock{i}") for i, path in enumerate(lock_dirs)}
+    pip_moved = {path: mount_point(f"pip{i}") for i, path in enumerate(config_dirs)}
+    secrets = _write_secrets(recipe, where.secrets, pip_moved)
+    _sync(where.context, {**_env_files(recipe, lock_moved), **_code_files(recipe)})
+    _sync_file(where.containerfile, containerfile(recipe, secrets, contexts).encode())
     return Context(where, secrets, contexts)
+
+
+def mount_point(context: str) -> str:
+    """Where RUN steps see a host folder: under /mnt, which every Debian image has, so no
+    mount point (and no host path) is left in a layer."""
+    return f"/mnt/workbench-{context}"
+
+
+def _relocate(text: str, moved: dict[Path, str]) -> str:
+    """text with each host folder in moved replaced by its mount point (whole path
+    components only: /opt/pypi does not touch /opt/pypi-more)."""
+    for path in sorted(moved, key=lambda p: -len(str(p))):
+        text = re.sub(re.escape(str(path)) + r"(?=/|\s|$|[\"'#;,\]])", moved[path], text)
+    return text
 
 
 def _uv_bin() -> str:
@@ -523,9 +540,10 @@ def _uv_bin() -> str:
     return find_uv_bin()
 
 
-def _write_secrets(recipe: Recipe, folder: Path) -> dict[str, Path]:
+def _write_secrets(recipe: Recipe, folder: Path, moved: dict[Path, str]) -> dict[str, Path]:
     """The build's secret files by id: the CA bundle (the machine's own file), the pip
-    configuration as pip.conf (conda envs' pip part) and uv.toml (uv envs)."""
+    configuration as uv.toml (uv envs) or pip.conf (conda envs' pip part), with host folders
+    at their mount points."""
     folder.mkdir(mode=0o700, exist_ok=True)
     folder.chmod(0o700)
     secrets: dict[str, Path] = {}
@@ -533,11 +551,11 @@ def _write_secrets(recipe: Recipe, folder: Path) -> dict[str, Path]:
     if ca.is_file():
         secrets["ca"] = ca
     if recipe.kind == "uv":
-        name, text = "uv.toml", uv_toml(recipe.sync_options)
+        key, name, text = "uvconf", "uv.toml", uv_toml(recipe.sync_options)
     else:
-        name, text = "pip.conf", pip_conf()
-    write_atomic(folder / name, text, mode=0o600)
-    secrets["uvconf" if recipe.kind == "uv" else "pipconf"] = folder / name
+        key, name, text = "pipconf", "pip.conf", pip_conf()
+    write_atomic(folder / name, _relocate(text, moved), mode=0o600)
+    secrets[key] = folder / name
     return secrets
 
 
@@ -568,9 +586,6 @@ def uv_toml(options: list[str]) -> str:
 def pip_conf(environ: dict[str, str] | None = None) -> str:
     """This machine's pip configuration as one pip.conf: its files merged in pip's order,
     PIP_* variables on top (they win in pip too)."""
-    import configparser
-    import io
-
     environ = dict(os.environ if environ is None else environ)
     parser = configparser.RawConfigParser()
     parser.read([p for p in pipconfig.config_files(environ) if p.is_file()])
@@ -591,35 +606,38 @@ def pip_conf(environ: dict[str, str] | None = None) -> str:
     return out.getvalue()
 
 
-def _local_dirs(recipe: Recipe, secrets: dict[str, Path]) -> list[Path]:
-    """Host folders the build reads packages from, to bind-mount at the same path: local
-    find-links, file:// indexes (the folder above simple/, whose pages link to ../files/),
-    constraint files' folders, and file:// URLs in the lock (conda channels, local wheels)."""
-    locations = re.findall(r"file://[^\s#;\\]+", recipe.lock.body)
+def _host_dirs(recipe: Recipe) -> tuple[list[Path], list[Path]]:
+    """Host folders the env's install reads: those the lock's file:// URLs point into
+    (conda channels, local wheels), and those the pip configuration names (find-links,
+    file:// indexes: the folder above simple/, whose pages link to ../files/; constraint
+    files' folders)."""
+    in_lock = re.findall(r"file://[^\s#;\\]+", recipe.lock.body)
     if recipe.kind == "uv":
-        values = _option_values(recipe.sync_options)
+        configured = _option_values(recipe.sync_options)
     else:
         config = pipconfig.read()
-        values = [*config.find_links, *config.constraints]
-        values += [u for u in (config.index_url, *config.extra_index_urls) if u]
+        configured = [*config.find_links, *config.constraints]
+        configured += [u for u in (config.index_url, *config.extra_index_urls) if u]
+    return _outermost(in_lock, recipe.kind), _outermost(configured, recipe.kind)
+
+
+def _outermost(locations: Iterable[str], kind: str) -> list[Path]:
     found: set[Path] = set()
-    for location in [*locations, *values]:
+    for location in locations:
         path = _local_path(location)
         if path is None or not path.exists():
             continue
         if not path.is_dir():
             path = path.parent
-        if path.name == "simple" or recipe.kind == "conda" and path.name in _conda_subdirs():
+        if path.name == "simple" or kind == "conda" and path.name in _conda_subdirs():
             path = path.parent
         found.add(path)
-    secret_homes = {p.parent for p in secrets.values()}
-    return sorted(
-        p for p in found if not any(other in p.parents for other in found) and p not in secret_homes
-    )
+    return sorted(p for p in found if not any(other in p.parents for other in found))
 
 
 def _conda_subdirs() -> set[str]:
-    return {"noarch", f"linux-{'64' if platform.machine() == 'x86_64' else platform.machine()}"}
+    machine = platform.machine()
+    return {"noarch", f"linux-{'64' if machine == 'x86_64' else machine}"}
 
 
 def _option_values(options: list[str]) -> list[str]:
@@ -634,8 +652,9 @@ def _local_path(location: str) -> Path | None:
     return Path(location) if location.startswith("/") else None
 
 
-def _env_files(recipe: Recipe) -> dict[str, bytes]:
-    body = recipe.lock.body
+def _env_files(recipe: Recipe, moved: dict[Path, str]) -> dict[str, bytes]:
+    """The lock as the image's install reads it (host folders at their mount points)."""
+    body = _relocate(recipe.lock.body, moved)
     if recipe.kind == "uv":
         return {"env/requirements.lock": body.encode()}
     pip = [line[len("# pip: ") :] for line in body.splitlines() if line.startswith("# pip: ")]
@@ -744,7 +763,8 @@ def containerfile(recipe: Recipe, secrets: dict[str, Path], contexts: dict[str, 
     """The Containerfile text for recipe, given the secret ids and named build contexts."""
     layout, env = LAYOUT, LAYOUT.env
     ca = ["type=secret,id=ca,target=/run/secrets/ca.crt"] if "ca" in secrets else []
-    local = [f"type=bind,from={n},target={p}" for n, p in contexts.items() if n.startswith("local")]
+    lock_dirs = [f"type=bind,from={n},target={mount_point(n)}" for n in contexts if n[:4] == "lock"]
+    pip_dirs = [f"type=bind,from={n},target={mount_point(n)}" for n in contexts if n[:3] == "pip"]
     lock_path = recipe.project.env(recipe.app.env).lock_path.relative_to(recipe.project.root)
     text = HEADER.format(app=recipe.app.name, lock=lock_path, kind=recipe.kind, env=recipe.app.env)
     if recipe.conda_image:
@@ -762,14 +782,17 @@ def containerfile(recipe: Recipe, secrets: dict[str, Path], contexts: dict[str, 
             f"type=bind,from=uv,source={Path(_uv_bin()).name},target=/usr/local/bin/uv",
             "type=secret,id=uvconf,target=/run/secrets/uv.toml",
             *ca,
-            "type=cache,target=/root/.cache/uv",
-            *local,
+            "type=cache,target=/tmp/uv-cache",
+            *lock_dirs,
+            *pip_dirs,
         ]
         text += _run(
             mounts,
-            f"python3 -c '{check}' \\\n"
-            f" && UV_PYTHON_DOWNLOADS=never uv venv --quiet --python python3 {env} \\\n"
-            f" && {ssl}UV_CONFIG_FILE=/run/secrets/uv.toml UV_LINK_MODE=copy \\\n"
+            # uv's cache and its notes stay in the cache mount
+            "export UV_CACHE_DIR=/tmp/uv-cache UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \\\n"
+            f" && python3 -c '{check}' \\\n"
+            f" && uv venv --quiet --python python3 {env} \\\n"
+            f" && {ssl}UV_CONFIG_FILE=/run/secrets/uv.toml \\\n"
             f"    uv pip sync --quiet --python {env}/bin/python --require-hashes \\\n"
             "    --compile-bytecode /opt/lock/requirements.lock",
         )
@@ -777,11 +800,12 @@ def containerfile(recipe: Recipe, secrets: dict[str, Path], contexts: dict[str, 
         conda = f"{CONDA_ROOT}/bin/conda"
         ssl = "CONDA_SSL_VERIFY=/run/secrets/ca.crt " if ca else ""
         text += _run(
-            [f"type=bind,from=conda,source={CONDA_ROOT},target={CONDA_ROOT},rw", *ca, *local],
-            f"export CONDA_PKGS_DIRS=/tmp/conda-pkgs \\\n"
+            [f"type=bind,from=conda,source={CONDA_ROOT},target={CONDA_ROOT},rw", *ca, *lock_dirs],
+            # conda's package cache and its notes in HOME go with /tmp/conda
+            "export HOME=/tmp/conda CONDA_PKGS_DIRS=/tmp/conda/pkgs \\\n"
             f" && {ssl}{conda} create --yes --quiet --prefix {env} \\\n"
             "    --file /opt/lock/explicit.txt \\\n"
-            f" && {conda} clean -afy && rm -rf /tmp/conda-pkgs",
+            f" && {conda} clean -afy && rm -rf /tmp/conda",
         )
         if any(line.startswith("# pip: ") for line in recipe.lock.body.splitlines()):
             pip_ssl = "PIP_CERT=/run/secrets/ca.crt " if ca else ""
@@ -789,16 +813,20 @@ def containerfile(recipe: Recipe, secrets: dict[str, Path], contexts: dict[str, 
                 [
                     "type=secret,id=pipconf,target=/run/secrets/pip.conf",
                     *ca,
-                    "type=cache,target=/root/.cache/pip",
-                    *local,
+                    "type=cache,target=/tmp/pip-cache",
+                    *pip_dirs,
                 ],
-                f"{pip_ssl}PIP_CONFIG_FILE=/run/secrets/pip.conf \\\n"
+                f"{pip_ssl}PIP_CONFIG_FILE=/run/secrets/pip.conf PIP_CACHE_DIR=/tmp/pip-cache \\\n"
                 f"    {env}/bin/python -m pip install --no-deps --disable-pip-version-check \\\n"
                 "    --no-warn-script-location -r /opt/lock/pip.txt",
             )
     model = ""
     if recipe.model.mode == "bake":
-        model = f"\n# 3. The model.\nCOPY --from=model . {recipe.model.target}/\n"
+        model = (
+            "\n# 3. The model, from the build context `model` (the project's model folder),\n"
+            "# which hadolint takes for a missing stage.\n# hadolint ignore=DL3022\n"
+            f"COPY --from=model . {recipe.model.target}/\n"
+        )
     return text + IMAGE_END.format(
         env=env,
         runtime=layout.runtime,
@@ -839,7 +867,10 @@ class Built:
 
 
 def build(recipe: Recipe, context: Context, builder: Builder, progress: Progress) -> Built:
-    """Build the image; record it in image.json."""
+    """Build the image and record it in image.json. The app's previous image, which lost
+    its tag to this one, is removed (with the layers only it used, a baked model's among
+    them) unless a container uses it or it has another tag."""
+    previous = ImageRecord.read(context.dir.record)
     request = BuildRequest(
         containerfile=context.dir.containerfile,
         context=context.dir.context,
@@ -866,6 +897,8 @@ def build(recipe: Recipe, context: Context, builder: Builder, progress: Progress
         labels=facts.labels,
         built=time.time(),
     ).write(context.dir.record)
+    if previous and previous.image != image and previous.builder == builder.name:
+        builder.remove_image(previous.image)
     return built
 
 

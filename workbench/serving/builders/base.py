@@ -118,6 +118,11 @@ class Builder(ABC):
         """Write the image as a docker-archive tarball (what SBOM tools read)."""
         self._cli("save", "--output", str(archive), ref, what=f"saving {ref}", timeout=1800)
 
+    def remove_image(self, ref: str) -> bool:
+        """Remove an image that nothing else holds; False when it is in use, tagged
+        elsewhere, or gone."""
+        return self._run("rmi", ref, what=f"removing {ref}", check=False).returncode == 0
+
     # --- containers (podman and docker share these) -------------------------------------
 
     def run_detached(self, image: str, name: str, env: dict[str, str], volumes: list[str]) -> str:
