@@ -5,7 +5,7 @@ import argparse
 from workbench import project as projects
 from workbench.console import err, escape, out, progress, warn
 from workbench.results import Result
-from workbench.serving import builders, images, lab, tunnel
+from workbench.serving import builders, containerfiles, images, lab, provenance, tunnel
 
 DESCRIPTION = """Build an OCI image of APP from its env's committed lock: the env (uv: `uv pip
 sync` on a Python base pinned by digest; conda: the explicit lock and its pip part, by the
@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     )
     p.add_argument(
         "--model",
-        choices=images.MODEL_MODES,
+        choices=provenance.MODEL_MODES,
         default="mount",
         help="bake the model folder into the image, or expect it on a volume (default mount; "
         "--run mounts it read-only)",
@@ -83,7 +83,7 @@ def cmd_image(args: argparse.Namespace, project: projects.Project) -> Result:
         model_mode=args.model,
         tag=args.tag,
     )
-    context = images.write(recipe)
+    context = containerfiles.write(recipe)
     findings = images.lint(context.dir.containerfile)
     data: dict = {
         "app": recipe.app.name,
@@ -100,6 +100,7 @@ def cmd_image(args: argparse.Namespace, project: projects.Project) -> Result:
     }
     if args.no_build:
         return Result(data, lambda: _show(data))
+    mounts = images.volumes(recipe) if args.run else []
     builder = builders.pick(args.builder)
     with progress(f"building {recipe.tag} with {builder.name}") as update:
         built = images.build(recipe, context, builder, update)
@@ -112,7 +113,7 @@ def cmd_image(args: argparse.Namespace, project: projects.Project) -> Result:
     if args.run:
         with progress(f"starting {recipe.tag}") as update:
             update("waiting for health")
-            running = images.start(recipe, built.id, builder, args.port, args.timeout)
+            running = images.start(recipe, built.id, builder, mounts, args.port, args.timeout)
         forward = tunnel.Forward(recipe.app.name, running.port, running.port)
         ssh = tunnel.line(tunnel.default_destination(), [forward])
         stop = f"{builders.runner(builder).name} stop {running.container}"

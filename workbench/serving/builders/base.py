@@ -118,10 +118,16 @@ class Builder(ABC):
         """Write the image as a docker-archive tarball (what SBOM tools read)."""
         self._cli("save", "--output", str(archive), ref, what=f"saving {ref}", timeout=1800)
 
-    def remove_image(self, ref: str) -> bool:
-        """Remove an image that nothing else holds; False when it is in use, tagged
-        elsewhere, or gone."""
-        return self._run("rmi", ref, what=f"removing {ref}", check=False).returncode == 0
+    def image_id(self, ref: str) -> str | None:
+        """The ID of the image ref names, or None when there is none."""
+        found = self._cli("image", "inspect", "--format", "{{.Id}}", ref, what=ref, check=False)
+        return found.removeprefix("sha256:") or None
+
+    def remove_if_untagged(self, image: str) -> None:
+        """Remove image if no tag names it any more and no container uses it."""
+        found = self._cli("image", "inspect", image, what=f"inspecting {image}", check=False)
+        if found and not json.loads(found)[0].get("RepoTags"):
+            self._run("rmi", image, what=f"removing {image}", check=False)
 
     # --- containers (podman and docker share these) -------------------------------------
 

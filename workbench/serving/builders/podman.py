@@ -55,6 +55,16 @@ class BuildahBuilder(Builder):
         labels = config.get("Labels") or {}
         return ImageFacts(data["FromImageID"], _bytes(listed[0]["size"]), labels)
 
+    def image_id(self, ref: str) -> str | None:
+        found = self._cli("images", "--json", ref, what=f"listing {ref}", check=False)
+        listed = json.loads(found) if found else []
+        return listed[0]["id"] if listed else None
+
+    def remove_if_untagged(self, image: str) -> None:
+        found = self._cli("images", "--json", image, what=f"listing {image}", check=False)
+        if found and not json.loads(found)[0].get("names"):
+            self._run("rmi", image, what=f"removing {image}", check=False)
+
     def save(self, ref: str, archive: Path) -> None:
         self._cli("push", ref, f"docker-archive:{archive}", what=f"saving {ref}", timeout=1800)
 
