@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -103,7 +104,7 @@ class Recipe:
     tag: str
     model: Model
     services: list[ImageService]
-    sync_options: list[str]  # uv pip sync options (uv envs)
+    pip_options: list[str]  # index options: uv's for `uv pip sync`, the spec's for conda's pip
     git_commit: str | None
     git_dirty: bool | None
     warnings: list[str] = field(default_factory=list)
@@ -213,7 +214,7 @@ def write(recipe: Recipe) -> Context:
     lock_moved = {path: mount_point(f"lock{i}") for i, path in enumerate(lock_dirs)}
     pip_moved = {path: mount_point(f"pip{i}") for i, path in enumerate(config_dirs)}
     secrets = _write_secrets(recipe, where.secrets, pip_moved)
-    _sync(where.context, {**_env_files(recipe, lock_moved), **_code_files(recipe)})
+    _sync(where.context, {**_env_files(recipe, lock_moved, pip_moved), **_code_files(recipe)})
     _sync_file(where.containerfile, containerfile(recipe, secrets, contexts).encode())
     return Context(where, secrets, contexts)
 
@@ -249,7 +250,7 @@ def _write_secrets(recipe: Recipe, folder: Path, moved: dict[Path, str]) -> dict
     if ca.is_file():
         secrets["ca"] = ca
     if recipe.kind == "uv":
-        key, name, text = "uvconf", "uv.toml", uv_toml(recipe.sync_options)
+        key, name, text = "uvconf", "uv.toml", uv_toml(recipe.pip_options)
     else:
         key, name, text = "pipconf", "pip.conf", pip_conf()
     write_atomic(folder / name, _relocate(text, moved), mode=0o600)
@@ -310,11 +311,10 @@ def _host_dirs(recipe: Recipe) -> tuple[list[Path], list[Path]]:
     file:// indexes: the folder above simple/, whose pages link to ../files/; constraint
     files' folders)."""
     in_lock = re.findall(r"file://[^\s#;\\]+", recipe.lock.body)
-    if recipe.kind == "uv":
-        configured = _option_values(recipe.sync_options)
-    else:
+    configured = _option_values(recipe.pip_options)
+    if recipe.kind == "conda":
         config = pipconfig.read()
-        configured = [*config.find_links, *config.constraints]
+        configured += [*config.find_links, *config.constraints]
         configured += [u for u in (config.index_url, *config.extra_index_urls) if u]
     return _outermost(in_lock, recipe.kind), _outermost(configured, recipe.kind)
 
@@ -350,17 +350,32 @@ def _local_path(location: str) -> Path | None:
     return Path(location) if location.startswith("/") else None
 
 
-def _env_files(recipe: Recipe, moved: dict[Path, str]) -> dict[str, bytes]:
-    """The lock as the image's install reads it (host folders at their mount points)."""
-    body = _relocate(recipe.lock.body, moved)
+def _env_files(
+    recipe: Recipe, lock_moved: dict[Path, str], pip_moved: dict[Path, str]
+) -> dict[str, bytes]:
+    """The lock as the image's install reads it, host folders at their mount points; a conda
+    lock's pip part goes to pip.txt after the spec's index options."""
+    body = _relocate(recipe.lock.body, lock_moved)
     if recipe.kind == "uv":
         return {"env/requirements.lock": body.encode()}
     pip = [line[len("# pip: ") :] for line in body.splitlines() if line.startswith("# pip: ")]
     explicit = [line for line in body.splitlines() if not line.startswith("# pip: ")]
     files = {"env/explicit.txt": ("\n".join(explicit).strip() + "\n").encode()}
     if pip:
-        files["env/pip.txt"] = ("\n".join(pip) + "\n").encode()
+        options = [_relocate(line, pip_moved) for line in _option_lines(recipe.pip_options)]
+        files["env/pip.txt"] = ("\n".join([*options, *pip]) + "\n").encode()
     return files
+
+
+def _option_lines(options: list[str]) -> list[str]:
+    """pip options one per line, as a requirements file takes them."""
+    lines: list[str] = []
+    for word in options:
+        if word.startswith("--") or not lines:
+            lines.append(word)
+        else:
+            lines[-1] += " " + shlex.quote(word)
+    return lines
 
 
 def _code_files(recipe: Recipe) -> dict[str, bytes | Path]:
@@ -481,14 +496,16 @@ def containerfile(recipe: Recipe, secrets: dict[str, Path], contexts: dict[str, 
             f"type=bind,from=uv,source={Path(_uv_bin()).name},target=/usr/local/bin/uv",
             "type=secret,id=uvconf,target=/run/secrets/uv.toml",
             *ca,
-            "type=cache,target=/tmp/uv-cache",
+            "type=cache,target=/run/workbench-uv-cache",
             *lock_dirs,
             *pip_dirs,
         ]
         text += _run(
             mounts,
-            # uv's cache and its notes stay in the cache mount
-            "export UV_CACHE_DIR=/tmp/uv-cache UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \\\n"
+            # uv's cache stays in the cache mount, under /run (a tmpfs in podman's RUN steps:
+            # a cache's mount point elsewhere was left in the layer on a cold cache)
+            "export UV_CACHE_DIR=/run/workbench-uv-cache UV_PYTHON_DOWNLOADS=never \\\n"
+            "    UV_LINK_MODE=copy \\\n"
             f" && python3 -c '{check}' \\\n"
             f" && uv venv --quiet --python python3 {env} \\\n"
             f" && {ssl}UV_CONFIG_FILE=/run/secrets/uv.toml \\\n"
@@ -512,10 +529,11 @@ def containerfile(recipe: Recipe, secrets: dict[str, Path], contexts: dict[str, 
                 [
                     "type=secret,id=pipconf,target=/run/secrets/pip.conf",
                     *ca,
-                    "type=cache,target=/tmp/pip-cache",
+                    "type=cache,target=/run/workbench-pip-cache",
                     *pip_dirs,
                 ],
-                f"{pip_ssl}PIP_CONFIG_FILE=/run/secrets/pip.conf PIP_CACHE_DIR=/tmp/pip-cache \\\n"
+                f"{pip_ssl}PIP_CONFIG_FILE=/run/secrets/pip.conf \\\n"
+                "    PIP_CACHE_DIR=/run/workbench-pip-cache \\\n"
                 f"    {env}/bin/python -m pip install --no-deps --disable-pip-version-check \\\n"
                 "    --no-warn-script-location -r /opt/lock/pip.txt",
             )

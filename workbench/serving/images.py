@@ -46,6 +46,7 @@ MINICONDA_IMAGE = (
 # the pinned Debian bookworm slim of the 3.11 Python base serves.
 CONDA_RUNTIME_BASE = PYTHON_BASES["3.11"]
 HEALTH_POLL_S = 0.25
+PIP_INDEX_OPTIONS = ("--index-url", "--extra-index-url", "--find-links", "--no-index")
 
 
 @dataclass
@@ -62,7 +63,6 @@ class ImageRecord(StateFile):
     size: int
     labels: dict
     built: float
-    sbom: str | None = None
 
 
 # --- the recipe ---------------------------------------------------------------------------
@@ -92,15 +92,22 @@ def recipe(
         raise WorkbenchError(f"app '{app.name}': file {app.file} does not exist")
     kind = "uv" if lock.backend == "uv" else "conda"
     warnings: list[str] = []
-    sync_options: list[str] = []
     if kind == "uv":
         plan = backends.get("uv").plan(spec)
-        sync_options = _drop_pairs(plan.pip_options, "--constraints")
+        pip_options = _drop_pairs(plan.pip_options, "--constraints")
         if re.search(r"^\s*-e\s|^\s*--editable", lock.body, re.M):
             raise WorkbenchError(
                 f"{entry.lock_path} installs an editable package; an image needs packages "
                 "it can install (build a wheel, or list it as a path requirement)"
             )
+    else:  # the spec's index options, which `conda env create` gave pip
+        pip_options = [
+            word
+            for line in spec.pip
+            if line.kind in PIP_INDEX_OPTIONS
+            for word in (line.kind, line.value)
+            if word
+        ]
     base = base_image or _default_base(kind, lock, entry.lock_path)
     if kind == "uv" and conda_image:
         raise WorkbenchError(f"--conda-image: env '{app.env}' is a uv env ({entry.lock_path})")
@@ -120,7 +127,7 @@ def recipe(
         tag=tag or default_tag(project, app),
         model=model,
         services=services,
-        sync_options=sync_options,
+        pip_options=pip_options,
         git_commit=commit,
         git_dirty=dirty,
         warnings=warnings,
