@@ -267,18 +267,27 @@ def test_launcher_kills_a_service_that_ignores_sigterm_after_the_grace(tmp_path:
 
 
 def test_launcher_binds_elsewhere_only_with_a_login(tmp_path: Path) -> None:
+    """127.0.0.2 stands for any address but 127.0.0.1: the test stays on loopback."""
     services, ports = services_file(tmp_path, {"front": "ok"})
-    refused = start_launcher(tmp_path, services, ports, WORKBENCH_HOST="0.0.0.0")
+    refused = start_launcher(tmp_path, services, ports, WORKBENCH_HOST="127.0.0.2")
     _, err = refused.communicate(timeout=30)
     assert refused.returncode == 2
-    assert "WORKBENCH_HOST=0.0.0.0" in err and "WORKBENCH_APP_AUTH" in err
+    assert "WORKBENCH_HOST=127.0.0.2" in err and "WORKBENCH_APP_AUTH" in err
     allowed = start_launcher(
-        tmp_path, services, ports, WORKBENCH_HOST="0.0.0.0", WORKBENCH_APP_AUTH="u:p"
+        tmp_path, services, ports, WORKBENCH_HOST="127.0.0.2", WORKBENCH_APP_AUTH="u:p"
     )
     try:
-        wait_healthy(services, ports)
+        deadline = time.monotonic() + 30
+        while not listening_sockets(process_tree(allowed.pid)):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         sockets = listening_sockets(process_tree(allowed.pid))
-        assert {(s.address, s.port) for s in sockets} == {("0.0.0.0", ports["front"])}
+        assert {(s.address, s.port) for s in sockets} == {("127.0.0.2", ports["front"])}
+        host = {"WORKBENCH_HOST": "127.0.0.2"}
+        argv = [PYTHON, "-m", "workbench.runtime.launcher", "--services", str(services)]
+        variables = {launcher.port_variable("front"): str(ports["front"]), **host}
+        checked = subprocess.run([*argv, "--check"], env={**os.environ, **variables}, timeout=60)
+        assert checked.returncode == 0
     finally:
         allowed.send_signal(signal.SIGTERM)
         allowed.communicate(timeout=30)
@@ -702,6 +711,22 @@ def test_sbom_lists_the_locked_packages(locked: Path, built: dict) -> None:
     locked_versions = locks.read(locked / "envs" / "ui.lock").packages()
     assert found["gradio"] == locked_versions["gradio"]
     assert len(found) >= len(locked_versions) - 2
+
+
+@pytest.mark.slow
+def test_buildah_builds_the_same_image(locked: Path, built: dict, podman: dict) -> None:
+    """buildah (podman's build engine, without podman) shares the layer cache and storage."""
+    data = cli(
+        locked, "image", "echo", "--builder", "buildah", "--base-image", BASE_IMAGE,
+        "--model", "bake", "--tag", "localhost/wbtest-images-echo:buildah", "--no-sbom",
+        env=podman,
+    )  # fmt: skip
+    assert data["builder"] == "buildah"
+    assert data["labels"]["workbench.lock-hash"] == built["labels"]["workbench.lock-hash"]
+    config = json.loads(run_podman(podman, "image", "inspect", data["image"]))[0]
+    assert config["Config"]["User"] == "10001:10001"
+    assert config["Healthcheck"]["Test"][-1] == "--check"  # kept: docker format
+    assert sorted(changed_paths(podman, data["image"])) == sorted(changed_paths(podman, TAG))
 
 
 # --- a conda env, built by the real conda ----------------------------------------------------
