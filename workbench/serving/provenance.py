@@ -58,14 +58,17 @@ def model_of(
                 f"app '{app.name}': model {excerpt(app.model)} is a hub id, not a project "
                 "folder; --model bake needs a folder"
             )
-        warnings.append(f"model {app.model} is fetched from the hub when the container starts")
+        warnings.append(
+            f"model {app.model} is a hub id: the container must download it when it starts "
+            "(give it network and HF_HUB_OFFLINE=0), or point the app at a project folder"
+        )
         return Model("hub", hub_id=app.model)
     if not folder.is_dir():
         raise WorkbenchError(f"app '{app.name}': model {app.model} is not a folder")
     hidden = unreadable(folder)
     if mode == "mount" and hidden:
         warnings.append(
-            f"{hidden[0].relative_to(project.root)} is not readable by others: the image's "
+            f"{hidden[0]} is not readable by others: the image's "
             f"user cannot read it from a volume (chmod -R a+rX {app.model}, or --model bake)"
         )
     card = _card(folder / "model_card.json", warnings)
