@@ -166,7 +166,8 @@ SERVICE = r"""
 import http.server, os, signal, sys, threading, time
 name, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def stop(signum, frame):
-    open(os.environ["MARKS"] + "/" + name, "w").write(signal.Signals(signum).name)
+    mark = signal.Signals(signum).name + " " + os.environ["PEERS"]
+    open(os.environ["MARKS"] + "/" + name, "w").write(mark)
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop if mode != "stubborn" else signal.SIG_IGN)
 class Health(http.server.BaseHTTPRequestHandler):
@@ -194,7 +195,7 @@ def services_file(tmp_path: Path, modes: dict[str, str]) -> tuple[Path, dict[str
         {
             "name": name,
             "argv": [PYTHON, str(script), name, "{port}", mode],
-            "env": {"BIND": "{host}"},
+            "env": {"BIND": "{host}", "PEERS": " ".join(f"{{port:{n}}}" for n in modes)},
             "port": 1,  # moved by WORKBENCH_<NAME>_PORT below
             "health": "/healthz",
             "public_needs": ["WORKBENCH_APP_AUTH"],
@@ -240,7 +241,8 @@ def test_launcher_passes_sigterm_to_every_service_and_exits_0(tmp_path: Path) ->
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     marks = {p.name: p.read_text() for p in (tmp_path / "marks").iterdir()}
-    assert marks == {"engine": "SIGTERM", "front": "SIGTERM"}
+    peers = f"{ports['engine']} {ports['front']}"  # "{port:NAME}": where each one listens
+    assert marks == {"engine": f"SIGTERM {peers}", "front": f"SIGTERM {peers}"}
     events = [json.loads(line)["msg"] for line in out.splitlines()]
     assert events[:2] == ["started", "started"] and events[-1] == "stopped"
     assert check(services, ports) == 1  # nothing answers any more
@@ -251,7 +253,7 @@ def test_launcher_ends_all_when_one_service_ends_with_its_status(tmp_path: Path)
     proc = start_launcher(tmp_path, services, ports)
     proc.communicate(timeout=30)
     assert proc.returncode == 3
-    assert (tmp_path / "marks" / "front").read_text() == "SIGTERM"
+    assert (tmp_path / "marks" / "front").read_text().startswith("SIGTERM ")
 
 
 def test_launcher_kills_a_service_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:

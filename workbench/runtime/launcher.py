@@ -12,10 +12,11 @@ The services file is {"version": 1, "services": [SERVICE, ...]}, one SERVICE per
      "env": {"WORKBENCH_MODEL": "/models/tiny-gpt"}, "port": 7860, "health": "/healthz",
      "public_needs": ["WORKBENCH_APP_AUTH"]}
 
-"{host}" and "{port}" in argv and env values are filled in at start: the bind address from
-WORKBENCH_HOST (default 127.0.0.1) and the port from WORKBENCH_<NAME>_PORT (default: the
-file's). A bind address other than loopback is refused unless one of the service's
-`public_needs` variables (its login or API keys) is set.
+"{host}", "{port}" and "{port:NAME}" in argv and env values are filled in at start: the bind
+address from WORKBENCH_HOST (default 127.0.0.1), the service's port and service NAME's port
+from WORKBENCH_<NAME>_PORT (default: the file's), so an app reaches the engine it fronts
+wherever its port was moved. A bind address other than loopback is refused unless one of the
+service's `public_needs` variables (its login or API keys) is set.
 
 What it keeps: every service runs in a process group of its own; SIGTERM or SIGINT to the
 launcher goes on to every service, and when any service ends by itself the others get
@@ -49,13 +50,14 @@ CHECK_TIMEOUT_S = 4.0
 class Service:
     """One process to run: its command, its extra environment, where it answers health."""
 
-    def __init__(self, entry: dict, environ: dict[str, str]):
+    def __init__(self, entry: dict, environ: dict[str, str], ports: dict[str, int]):
         self.name = str(entry["name"])
-        self.port = int(environ.get(port_variable(self.name)) or entry["port"])
+        self.port = ports[self.name]
         self.host = environ.get("WORKBENCH_HOST") or "127.0.0.1"
         self.health = str(entry.get("health") or "/healthz")
         self.public_needs = [str(v) for v in entry.get("public_needs", [])]
         values = {"host": self.host, "port": str(self.port)}
+        values.update({f"port:{name}": str(port) for name, port in ports.items()})
         self.argv = [fill(str(a), values) for a in entry["argv"]]
         self.env = {str(k): fill(str(v), values) for k, v in (entry.get("env") or {}).items()}
         self.proc: subprocess.Popen | None = None
@@ -93,7 +95,12 @@ def fill(text: str, values: dict[str, str]) -> str:
 def load(path: str, environ: dict[str, str]) -> list[Service]:
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    services = [Service(entry, environ) for entry in data["services"]]
+    entries = data["services"]
+    ports = {
+        str(e["name"]): int(environ.get(port_variable(str(e["name"]))) or e["port"])
+        for e in entries
+    }
+    services = [Service(entry, environ, ports) for entry in entries]
     if not services:
         raise ValueError(f"{path}: no services")
     return services

@@ -114,7 +114,8 @@ def recipe(
     model = model_of(project, app, model_mode, LAYOUT.models, warnings)
     variables = {str(k): str(v) for k, v in spec.variables.items()}
     # The engine this app fronts (issue 11, points 1-3) joins here as one more ImageService,
-    # made by the engine side's command function for LAYOUT, listed before the app.
+    # made by the engine side's command function for LAYOUT (public_needs: its API keys),
+    # listed before the app, whose env then names the engine as http://127.0.0.1:{port:NAME}.
     services = [app_service(project, app, LAYOUT, model, variables)]
     commit, dirty = records.git_state(project.root)
     return Recipe(
