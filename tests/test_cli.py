@@ -124,6 +124,7 @@ CASES: dict[str, tuple[list[str], int, set[str]]] = {
     "down": (["down"], 0, set()),
     "lab": (["lab", "--detach"], 0, {"url"}),
     "tunnel": (["tunnel", "--print"], 2, set()),
+    "image": (["image", "nothing-here"], 2, set()),
 }
 
 

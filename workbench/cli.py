@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__, results
 from workbench import project as projects
-from workbench.commands import env, init, kernels, run, serve, test
+from workbench.commands import env, image, init, kernels, run, serve, test
 from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -26,6 +26,7 @@ Common flows:
   workbench test -n 2                 smoke-run every notebook as a test
   workbench up && workbench ps        start the Gradio apps in the background, check them
   workbench tunnel --print            the ssh -L line that reaches lab and apps
+  workbench image chat --run          an OCI image of an app, started on 127.0.0.1
 
 --project and -v go before or after the command. --json prints one object with a
 "schema" version and the command's data (or its error).
@@ -59,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _options(argparse.SUPPRESS)
-    for module in (init, env, kernels, run, test, serve):
+    for module in (init, env, kernels, run, test, serve, image):
         module.add_parser(sub, common)
     return top
 
