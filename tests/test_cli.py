@@ -130,6 +130,7 @@ CASES: dict[str, tuple[list[str], int, set[str]]] = {
     "cluster join": (["cluster", "join", "nowhere"], 2, set()),
     "cluster status": (["cluster", "status"], 2, set()),
     "cluster down": (["cluster", "down"], 0, set()),
+    "image": (["image", "nothing-here"], 2, set()),
 }
 
 

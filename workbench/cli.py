@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench import __version__, results
 from workbench import project as projects
-from workbench.commands import cluster, env, gpus, init, kernels, run, serve, sweep, test
+from workbench.commands import cluster, env, gpus, image, init, kernels, run, serve, sweep, test
 from workbench.errors import INTERRUPTED, WorkbenchError
 
 DESCRIPTION = """Research-to-serving workbench: every envs/NAME.yml becomes an isolated env,
@@ -29,6 +29,7 @@ Common flows:
   workbench tunnel --print            the ssh -L line that reaches lab and apps
   workbench gpus                      the server's GPUs and who holds them
   workbench cluster up --nodes 2      a Ray cluster on 127.0.0.1 for sweep --cluster
+  workbench image chat --run          an OCI image of an app, started on 127.0.0.1
 
 --project and -v go before or after the command. --json prints one object with a
 "schema" version and the command's data (or its error).
@@ -62,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _options(argparse.SUPPRESS)
-    for module in (init, env, kernels, run, sweep, test, serve, gpus, cluster):
+    for module in (init, env, kernels, run, sweep, test, serve, image, gpus, cluster):
         module.add_parser(sub, common)
     return top
 

@@ -159,6 +159,15 @@ class Project:
         return self.state_dir / "cluster" / "cluster.json"
 
     @property
+    def images_dir(self) -> Path:
+        """One folder per app image: its Containerfile and context (kept for review), build
+        secrets (0700, never in the context), build log, record and SBOM."""
+        return self.state_dir / "images"
+
+    def image_dir(self, app: str) -> Path:
+        return self.images_dir / app
+
+    @property
     def lab_token_path(self) -> Path:
         """The token of the JupyterLab that `workbench lab --detach` started (0600)."""
         return self.service_dir("lab") / "token"
