@@ -336,3 +336,23 @@ def test_the_single_server_side_needs_no_ray(proj: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert "a Ray cluster needs Ray, which is not installed here: pip install" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_warm_kernel_keeps_modules_a_library_made_without_a_file(proj: Path) -> None:
+    """An extension module registers submodules that have no file of their own (torch's
+    extension makes torch._C._dynamo): they belong to the library. Unloading them broke the
+    next run of a warm kernel ("No module named 'torch._C._dynamo'; 'torch._C' is not a
+    package"), as it breaks this stand-in library installed in the env."""
+    (site,) = (proj / ".workbench/envs/tiny").resolve().glob("lib/python3*/site-packages")
+    library = site / "fileless_ext.py"
+    library.write_text(
+        "import sys, types\nsys.modules[__name__ + '._core'] = types.ModuleType('_core')\n"
+    )
+    try:
+        _notebook(proj / "notebooks" / "ext.ipynb", "x = 1", "import fileless_ext._core")
+        code, data, stderr = _sweep(proj, "notebooks/ext.ipynb", "-p", "x", "1,2,3", "--jobs", "1")
+    finally:
+        library.unlink()
+    assert code == 0, stderr
+    assert [r["status"] for r in data["runs"]] == ["ok"] * 3, data["runs"]
+    assert sum(r["warm"] for r in data["runs"]) == 2

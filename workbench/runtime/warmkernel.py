@@ -42,13 +42,19 @@ def snapshot():
     gc.freeze()
 
 
-def _is_env_module(module, roots):
-    """Loaded from the env (its packages, the stdlib) or built in, not the user's code."""
+def _is_env_module(name, roots):
+    """Loaded from the env (its packages, the stdlib) or built in, not the user's code. A
+    module with no file of its own (torch._C._dynamo, which torch's extension creates)
+    belongs where its parent package comes from."""
+    module = sys.modules.get(name)
     spec = getattr(module, "__spec__", None)
     if getattr(spec, "origin", None) in ("built-in", "frozen"):
         return True
     path = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
-    return bool(path) and os.path.realpath(path).startswith(roots)
+    if path:
+        return os.path.realpath(path).startswith(roots)
+    parent = name.rpartition(".")[0]
+    return bool(parent) and parent in sys.modules and _is_env_module(parent, roots)
 
 
 def restore():
@@ -64,7 +70,7 @@ def restore():
     unloaded = [
         name
         for name in set(sys.modules) - _saved["modules"]
-        if not _is_env_module(sys.modules[name], roots)
+        if not _is_env_module(name, roots)
     ]
     for name in unloaded:
         del sys.modules[name]
