@@ -1,5 +1,5 @@
-"""Services (apps and JupyterLab): started under a detached supervisor or in the foreground,
-listed, waited for, stopped.
+"""Services (engines, apps and JupyterLab): started under a detached supervisor or in the
+foreground, listed, waited for, stopped.
 
 A service lives in .workbench/apps/NAME/ (service.json, state.json, the app's tmp/) and
 logs to .workbench/logs/NAME.log. Everything binds 127.0.0.1 unless told otherwise, and
@@ -96,7 +96,7 @@ def start(
         cwd=str(project.root),
         host=host,
         port=port,
-        url=f"http://{shown_host}:{port}/",
+        url=f"http://{shown_host}:{port}/" + ("v1" if kind == Kind.ENGINE else ""),
         log=str(project.log_path(name)),
         env_name=env_name,
         env=extra_env,
