@@ -60,6 +60,7 @@ def command(
     project: Project, engine: EngineEntry, host: str, port: int
 ) -> tuple[list[str], dict[str, str]]:
     """The engine's argv and extra environment, checked before anything starts."""
+    model = model_argument(project, engine)
     prefix = builds.require_built(project, engine.env)
     entry = project.env(engine.env)
     extra = {
@@ -79,7 +80,7 @@ def command(
         "--name",
         engine.name,
         "--model",
-        model_argument(project, engine),
+        model,
         "--task",
         engine.task,
         "--host",

@@ -20,6 +20,8 @@ left padding needs too (GPT-2, Llama, Qwen2, Mistral without sliding window, ...
 
 from __future__ import annotations
 
+import inspect
+
 FINISH_STOP, FINISH_LENGTH = "stop", "length"
 
 
@@ -185,6 +187,9 @@ class Generator:
                 f"(DynamicLayer); {type(model).__name__} has {names}"
             )
         self.dynamic_cache = DynamicCache
+        # transformers 5.24 renamed forward's past_key_values to cache
+        forward = inspect.signature(model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in forward else "past_key_values"
         self.slots = Slots(torch, len(probe.layers), max_batch, context)
         self.rows: list[Row] = []
         self.device = model.device
@@ -236,12 +241,9 @@ class Generator:
                 "position_ids": positions.to(self.device),
             }
         cache = self.dynamic_cache(config=self.model.config)
+        kwargs[self.cache_kwarg] = cache
         out = self.model(
-            input_ids=input_ids.to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
+            input_ids=input_ids.to(self.device), use_cache=True, logits_to_keep=1, **kwargs
         )
         tokens = self._sample(out.logits[:, -1, :], rows)
         keys = [layer.keys for layer in cache.layers]
@@ -273,13 +275,8 @@ class Generator:
             columns = torch.arange(slots.length + 1, device=self.device)
             start = torch.tensor(starts, device=self.device)
             kwargs["attention_mask"] = (columns[None, :] >= start[:, None]).long()
-        out = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            past_key_values=slots.cache,
-            use_cache=True,
-            **kwargs,
-        )
+        kwargs[self.cache_kwarg] = slots.cache
+        out = self.model(input_ids=input_ids, position_ids=positions, use_cache=True, **kwargs)
         slots.length += 1
         tokens = self._sample(out.logits[:, -1, :], self.rows)
         self.steps += 1

@@ -299,8 +299,9 @@ class Engine:
                 self.pool.cancel(stream)
                 finish = "stop"
             elif stream.finish is not None:
-                out += stops.flush()
-                finish = stream.finish
+                tail, stopped = stops.feed(text.finish())
+                out += tail if stopped else tail + stops.flush()
+                finish = "stop" if stopped else stream.finish
             if stream.error is not None and finish is None:
                 if out:
                     await _chunk(send, chunks.text(out))
@@ -587,8 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
             kind="engine",
         )
-        for worker in pool.workers:
-            worker.proc.kill()
+        pool.zygote.proc.kill()
         return EXIT_USAGE
     args.port = sock.getsockname()[1]
     engine = Engine(args, pool, keys, metrics)

@@ -73,16 +73,25 @@ class Tokenizer:
 
 class TextStream:
     """Token ids in, text out, one piece at a time: a character split over two tokens comes
-    out whole, once its last byte has arrived."""
+    out whole, once its last byte has arrived; at the end, whatever a plain decode of all
+    the ids makes of bytes that never completed (U+FFFD), so the pieces add up to it."""
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         self.decoder = tokenizer.decoders.DecodeStream(skip_special_tokens=True)
+        self.ids: list[int] = []
+        self.text = ""
 
     def feed(self, ids: list[int]) -> str:
         backend = self.tokenizer.backend
-        pieces = [self.decoder.step(backend, i) for i in ids]
-        return "".join(p for p in pieces if p)
+        self.ids += ids
+        pieces = "".join(p for p in (self.decoder.step(backend, i) for i in ids) if p)
+        self.text += pieces
+        return pieces
+
+    def finish(self) -> str:
+        whole = self.tokenizer.decode(self.ids)
+        return whole[len(self.text) :] if whole.startswith(self.text) else ""
 
 
 class StopStrings:

@@ -19,9 +19,12 @@ times in a row, fails the whole engine (its last error is the engine's error).
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -124,23 +127,12 @@ class Stream:
         return ids
 
 
-class Worker:
-    """One engine-core process and the requests it runs."""
+class Zygote:
+    """The process that loads the model once and forks every engine core from it."""
 
-    def __init__(self, pool: Pool, wid: int, device: str | None, spare: bool):
-        self.pool, self.wid, self.device = pool, wid, device
-        self.state = "starting"  # -> spare | serving -> draining -> exiting -> exited
-        self.becomes = "spare" if spare else "serving"
-        self.running: dict[str, Stream] = {}
-        self.served = 0
-        self.rss_mb = 0.0
-        self.info: dict = {}
-        self.fatal: str | None = None
-        self.replaces: Worker | None = None  # the worker this one takes over from
-        self.transport: asyncio.Transport | None = None
-        self.started = time.monotonic()
-        ours, theirs = socket.socketpair()
+    def __init__(self, pool: Pool):
         settings = pool.settings
+        ours, theirs = socket.socketpair()
         argv = [
             pool.python,
             "-m",
@@ -153,10 +145,6 @@ class Worker:
             settings.task,
             "--name",
             settings.name,
-            "--worker",
-            str(wid),
-            "--device",
-            "cuda" if device is not None else "cpu",
             "--threads",
             str(settings.threads),
             "--max-batch",
@@ -164,18 +152,47 @@ class Worker:
             "--log-level",
             settings.log_level,
         ]
-        env = dict(pool.child_env)
-        if device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = device
+        if settings.devices != [None]:
+            argv.append("--gpu")
         self.proc = subprocess.Popen(
-            argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL
+            argv, pass_fds=(theirs.fileno(),), env=pool.child_env, stdin=subprocess.DEVNULL
         )
         theirs.close()
         self.sock = ours
+        self.info: dict = {}
+        self.fatal: str | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def fork(self, wid: int, device: str | None, sock: socket.socket) -> None:
+        """Ask for a core; its socket to us goes along as a file descriptor."""
+        fds = array.array("i", [sock.fileno()])
+        message = protocol.encode(("fork", wid, device))
+        self.sock.setblocking(True)  # a few bytes on a socketpair: never waits in practice
+        try:
+            self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        finally:
+            self.sock.setblocking(False)
+
+
+class Worker:
+    """One engine-core process (forked by the zygote) and the requests it runs."""
+
+    def __init__(self, pool: Pool, wid: int, device: str | None, spare: bool):
+        self.pool, self.wid, self.device = pool, wid, device
+        self.state = "starting"  # -> spare | serving -> draining -> exiting -> exited
+        self.becomes = "spare" if spare else "serving"
+        self.running: dict[str, Stream] = {}
+        self.served = 0
+        self.rss_mb = 0.0
+        self.pid: int | None = None
+        self.info: dict = {}
+        self.fatal: str | None = None
+        self.replaces: Worker | None = None  # the worker this one takes over from
+        self.transport: asyncio.Transport | None = None
+        self.started = time.monotonic()
+        ours, theirs = socket.socketpair()
+        pool.zygote.fork(wid, device, theirs)
+        theirs.close()
+        self.sock = ours
 
     def send(self, message: tuple) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -189,33 +206,43 @@ class Worker:
         )
 
     def read_rss(self) -> None:
+        """Resident memory not shared with the zygote's pages still counts: a leak shows."""
         try:
             with open(f"/proc/{self.pid}/statm") as handle:
                 self.rss_mb = int(handle.read().split()[1]) * PAGE / 2**20
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError, IndexError, TypeError):
             pass
+
+    def kill(self) -> None:
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 class _Link(asyncio.Protocol):
-    def __init__(self, worker: Worker):
-        self.worker = worker
+    """Frames from one socket to its handlers on the event loop."""
+
+    def __init__(self, on_message: Callable[[tuple], None], on_lost: Callable[[], None]):
+        self.on_message, self.on_lost = on_message, on_lost
         self.decoder = protocol.Decoder()
+        self.transport = None
 
     def connection_made(self, transport) -> None:
-        self.worker.transport = transport
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         for message in self.decoder.feed(data):
-            self.worker.pool.on_message(self.worker, message)
+            self.on_message(message)
 
     def connection_lost(self, exc) -> None:
-        self.worker.pool.on_lost(self.worker)
+        self.on_lost()
 
 
 class Pool:
     def __init__(self, settings: Settings, metrics: Registry, log, python: str = sys.executable):
         self.settings, self.metrics, self.log, self.python = settings, metrics, log, python
         self.child_env = dict(os.environ)
+        self.zygote: Zygote | None = None
         self.workers: list[Worker] = []
         self.queue: collections.deque[Stream] = collections.deque()
         self.next_id = 0
@@ -230,21 +257,49 @@ class Pool:
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
-        """Start the first workers (before the web server imports anything, so the slow
-        imports of the cores overlap with it)."""
+        """Start the zygote and ask it for the first workers (before the web server imports
+        anything, so the slow imports of the model's packages overlap with it)."""
+        self.zygote = Zygote(self)
         devices = self.settings.devices
         for i in range(self.settings.workers):
             self._spawn(devices[i % len(devices)], spare=False)
 
     async def attach(self) -> None:
-        """Connect to the workers' sockets on the running loop; start housekeeping."""
+        """Connect to the zygote's and the workers' sockets; start housekeeping."""
         self.loop = asyncio.get_running_loop()
+        zygote = self.zygote
+        link = _Link(self._on_zygote, self._zygote_lost)
+        await self.loop.create_connection(lambda: link, sock=zygote.sock)
         for worker in self.workers:
             await self._connect(worker)
         self.loop.create_task(self._housekeeping())
 
     async def _connect(self, worker: Worker) -> None:
-        await self.loop.create_connection(lambda: _Link(worker), sock=worker.sock)
+        link = _Link(lambda m: self.on_message(worker, m), lambda: self.on_lost(worker))
+        await self.loop.create_connection(lambda: link, sock=worker.sock)
+        worker.transport = link.transport
+
+    def _on_zygote(self, message: tuple) -> None:
+        if message[0] == "forked":
+            for worker in self.workers:
+                if worker.wid == message[1]:
+                    worker.pid = message[2]
+        elif message[0] == "zygote":
+            self.zygote.info = message[1]
+        elif message[0] == "fatal":
+            self.zygote.fatal = message[1]
+
+    def _zygote_lost(self) -> None:
+        if self.closing:
+            return
+        try:
+            code = self.zygote.proc.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.zygote.proc.kill()
+            code = self.zygote.proc.wait()
+        self.failed = self.zygote.fatal or f"the engine's zygote process exited (status {code})"
+        self.log.error(self.failed)
+        self.on_change()
 
     def _spawn(self, device: str | None, spare: bool) -> Worker:
         worker = Worker(self, self.next_id, device, spare)
@@ -266,12 +321,17 @@ class Pool:
                 worker.send(("cancel", rid))
             worker.send(("exit",))
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(w.proc.poll() is None for w in self.workers):
+        while time.monotonic() < deadline and self.workers:
             await asyncio.sleep(0.05)
         for worker in self.workers:
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-                worker.proc.wait()
+            worker.kill()
+        if self.zygote is not None and self.zygote.proc.poll() is None:
+            self.zygote.proc.terminate()
+            try:
+                self.zygote.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.zygote.proc.kill()
+                self.zygote.proc.wait()
 
     # -- requests -------------------------------------------------------------------------
     def submit(self, stream: Stream) -> None:
@@ -301,6 +361,9 @@ class Pool:
             if worker is None:
                 break
             stream = self.queue.popleft()
+            if time.perf_counter() > stream.deadline:
+                self._timeout(stream)
+                continue
             stream.worker = worker
             stream.dispatched_ns = time.time_ns()
             worker.running[stream.rid] = stream
@@ -360,10 +423,14 @@ class Pool:
         self.metrics.histogram("workbench_engine_batch_size", BATCH_BUCKETS).observe(batch)
         finished = False
         generated = 0
+        late = []
         for rid, ids, finish in outputs:
             stream = worker.running.get(rid)
             if stream is None:
                 continue  # cancelled meanwhile
+            if now > stream.deadline and finish is None:
+                late.append(stream)
+                continue
             n = len(ids)
             generated += n
             if n:
@@ -388,6 +455,8 @@ class Pool:
                 finished = True
             stream.event.set()
         self.metrics.inc("workbench_engine_generation_tokens_total", generated)
+        for stream in late:
+            self._timeout(stream)
         if finished:
             self._after_finish(worker)
 
@@ -410,11 +479,7 @@ class Pool:
 
     def on_lost(self, worker: Worker) -> None:
         """The core's socket closed: it exited (or is about to)."""
-        try:
-            code = worker.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            code = worker.proc.wait()
+        worker.kill()  # a core that closed its socket is of no use
         was = worker.state
         worker.state = "exited"
         self.workers.remove(worker)
@@ -425,7 +490,7 @@ class Pool:
                 stream.worker = None
                 self.queue.appendleft(stream)  # nothing was sent yet: run it elsewhere
             else:
-                stream.error = f"the engine worker running this request exited (status {code})"
+                stream.error = "the engine worker running this request exited"
                 stream.done_ns = time.time_ns()
                 stream.event.set()
         if self.closing:
@@ -433,20 +498,18 @@ class Pool:
         if was in ("exiting", "draining"):
             self.log.info("engine worker recycled", extra={"fields": {"worker": worker.wid}})
         else:
-            self._died(worker, was, code)
+            self._died(worker, was)
         self._recycle()
         self.dispatch()
 
-    def _died(self, worker: Worker, was: str, code: int) -> None:
-        fields = {"worker": worker.wid, "pid": worker.pid, "status": code, "was": was}
+    def _died(self, worker: Worker, was: str) -> None:
+        fields = {"worker": worker.wid, "pid": worker.pid, "was": was}
         self.log.error(worker.fatal or "engine worker exited", extra={"fields": fields})
         self.metrics.inc("workbench_engine_worker_deaths_total")
         if was == "starting":
             self.start_failures += 1
             if worker.fatal or self.start_failures >= MAX_START_FAILURES or not self.ready:
-                self.failed = (
-                    worker.fatal or f"engine worker exited with status {code} while starting"
-                )
+                self.failed = worker.fatal or "an engine worker exited while starting"
                 self.on_change()
                 return
         if was == "spare":
