@@ -13,7 +13,8 @@ or standalone inside the env, next to a running engine:
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8000/v1),
 WORKBENCH_ENGINE_MODEL (the engine's name, default tinygpt), WORKBENCH_ENGINE_KEY (an API
-key, when the engine checks them), WORKBENCH_MAX_BATCH (requests streamed at once, default
+key, when the engine checks them), WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the
+engine to be healthy, default 120), WORKBENCH_MAX_BATCH (requests streamed at once, default
 32; twice as many may wait, then a request gets HTTP 503 "Queue is full").
 
 Streaming: each request is one streamed /v1/completions call; the Stop button or a closed tab
@@ -45,7 +46,7 @@ UPDATE_INTERVAL_S = (0.05, 0.5)  # per stream, shortest and longest
 UPDATES_PER_S = 80  # for all streams together: each update costs the server ~1 ms
 MAX_BATCH = int(os.environ.get("WORKBENCH_MAX_BATCH", "32"))
 QUEUE_SIZE = 2 * MAX_BATCH  # beyond this many waiting requests, clients get "queue full, retry"
-WARMUP_TIMEOUT_S = 120.0
+WARMUP_TIMEOUT_S = float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120"))
 
 _headers = {"Authorization": f"Bearer {ENGINE_KEY}"} if ENGINE_KEY else {}
 _client = httpx.AsyncClient(

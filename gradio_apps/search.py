@@ -10,7 +10,8 @@ engine first (`workbench up search`), or standalone inside the env next to a run
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8001/v1),
 WORKBENCH_ENGINE_MODEL (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API key,
-when the engine checks them), WORKBENCH_INDEX (index folder, default
+when the engine checks them), WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine
+to be healthy, default 120), WORKBENCH_INDEX (index folder, default
 PROJECT/models/pydoc-index), WORKBENCH_PROJECT (project root, default this file's parent's
 parent).
 """
@@ -36,7 +37,7 @@ ENGINE_MODEL = os.environ.get("WORKBENCH_ENGINE_MODEL", "minilm")
 ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY")
 MAX_QUERY_CHARS = 500
 MAX_K = 20
-WARMUP_TIMEOUT_S = 120.0
+WARMUP_TIMEOUT_S = float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120"))
 
 if not (INDEX / "embeddings.npy").is_file() or not (INDEX / "topics.json").is_file():
     raise FileNotFoundError(

@@ -1,5 +1,6 @@
-"""The project's own apps (gradio_apps/chat.py, search.py) served by `workbench up` from
-their envs, looked at by headless Chromium and called with gradio_client.
+"""The project's own engines (tinygpt, minilm) and apps (gradio_apps/chat.py, search.py)
+served by `workbench up` from their envs: the apps looked at by headless Chromium and called
+with gradio_client, the engines with the `openai` client.
 
 Models come from the project's notebooks: when models/tiny-gpt or models/pydoc-index are
 missing (a fresh clone), their smoke presets write them there first.
@@ -37,7 +38,7 @@ def apps_up(demo_envs: None) -> dict:
     assert up.returncode == 0, up.stderr
     services = {s["name"]: s for s in json_data(workbench("ps", "--json", cwd=REPO).stdout)}
     yield {"services": services, "up": up}
-    workbench("down", "chat", "search", cwd=REPO)
+    workbench("down", "chat", "search", "tinygpt", "minilm", cwd=REPO)
 
 
 def rendered_dom(url: str, tmp: Path) -> str:
@@ -70,17 +71,36 @@ def rendered_dom(url: str, tmp: Path) -> str:
     return dom.stdout
 
 
-def test_both_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
+DEMO = {"chat": "app", "search": "app", "tinygpt": "engine", "minilm": "engine"}
+
+
+def test_engines_and_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
     services = apps_up["services"]
-    assert {n: s["health"] for n, s in services.items() if n in ("chat", "search")} == {
-        "chat": "healthy",
-        "search": "healthy",
+    assert {n: (s["kind"], s["health"]) for n, s in services.items() if n in DEMO} == {
+        name: (kind, "healthy") for name, kind in DEMO.items()
     }
     assert {services["chat"]["env"], services["search"]["env"]} == {"textgen", "embed"}
+    assert services["tinygpt"]["url"].endswith("/v1")
     line = apps_up["up"].stdout.strip().splitlines()[-1]
-    for name in ("chat", "search"):
+    printed = json_data(workbench("tunnel", "--print", "--json", cwd=REPO).stdout)["ssh"]
+    for name in DEMO:
         port = services[name]["port"]
         assert f"-L 127.0.0.1:{port}:127.0.0.1:{port}" in line
+        assert f"-L 127.0.0.1:{port}:127.0.0.1:{port}" in printed
+
+
+def test_a_notebook_style_openai_client_reaches_the_engine(apps_up: dict) -> None:
+    import openai
+
+    engine = apps_up["services"]["tinygpt"]
+    client = openai.OpenAI(base_url=engine["url"], api_key="unused", max_retries=0)
+    reply = client.completions.create(model="tinygpt", prompt="The try statement", max_tokens=8)
+    assert reply.usage.completion_tokens >= 1 and reply.choices[0].finish_reason
+    minilm = apps_up["services"]["minilm"]
+    vectors = openai.OpenAI(base_url=minilm["url"], api_key="unused").embeddings.create(
+        model="minilm", input=["try except"]
+    )
+    assert len(vectors.data[0].embedding) == 384
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ def command(
 ) -> tuple[list[str], dict[str, str]]:
     """The engine's argv and extra environment, checked before anything starts."""
     model = model_argument(project, engine)
+    keys_path = keys_file(project)
     prefix = builds.require_built(project, engine.env)
     entry = project.env(engine.env)
     extra = {
@@ -110,9 +111,8 @@ def command(
         "--root",
         str(project.root),
     ]
-    path = keys_file(project)
-    if path is not None:
-        argv += ["--api-keys-file", str(path)]
+    if keys_path is not None:
+        argv += ["--api-keys-file", str(keys_path)]
     return argv, extra
 
 
