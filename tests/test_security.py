@@ -9,8 +9,8 @@ run` of a notebook that holds its kernel open (a secret-named parameter, HF_TOKE
 environment), then a kernel and a terminal through Lab's REST API. While all of it runs it
 snapshots every process in those trees (supervisors, app, engine, Lab, kernels, their
 children): cmdlines and every listening TCP/UDP socket from /proc. Then it lets the run
-finish; the tests read the snapshot and probe the live servers. Teardown stops everything by PID and fails if a process of the
-snapshot outlives it.
+finish; the tests read the snapshot and probe the live servers. Teardown stops everything
+by PID and fails if a process of the snapshot outlives it.
 """
 
 import hashlib

@@ -1,8 +1,9 @@
 """The chat app under load, crashes and hostile prompts, served the way a researcher serves it.
 
 A module fixture makes a throwaway project (the textgen env built from the repo's lock, the
-repo's gradio_apps/chat.py, a tiny random GPT-2) and runs `workbench up`: the supervisor,
-its warm spare, the app runner, continuous batching, all real. Clients speak Gradio's queue
+repo's gradio_apps/chat.py, a tiny random GPT-2 served by an engine the app fronts) and runs
+`workbench up`: the supervisors, the app's warm spare, the app runner, the engine and its
+continuous batching, all real. Clients speak Gradio's queue
 protocol as its browser client does (bench/sse_clients.py: 32 of them in one asyncio
 thread, so the server keeps the CPU), plus raw HTTP for what no client sends.
 
@@ -75,11 +76,14 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     ports = {"chat": free_port(), "busy": free_port()}
     apps = "".join(
         f'\n[apps.{name}]\nenv = "textgen"\nfile = "gradio_apps/chat.py"\nport = {port}\n'
-        'model = "models/tiny-gpt"\n'
+        'engine = "tinygpt"\n'
         for name, port in ports.items()
     )
+    engine = (
+        f'\n[engines.tinygpt]\nenv = "textgen"\nmodel = "models/tiny-gpt"\nport = {free_port()}\n'
+    )
     (root / "workbench.toml").write_text(
-        f'[project]\nname = "reliability"\n\n[envs.textgen]\n{apps}'
+        f'[project]\nname = "reliability"\n\n[envs.textgen]\n{engine}{apps}'
     )
     model = subprocess.run(
         [str(TEXTGEN), "-c", BUILD_GPT, str(root / "models" / "tiny-gpt")],

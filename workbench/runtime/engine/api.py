@@ -81,7 +81,7 @@ def parse_generation(body: object, chat: bool, limits: Limits, tokenizer) -> Req
         if name in body and body[name] not in allowed:
             raise ApiError(400, f"{name} is not supported by this engine (leave it unset)", name)
     if chat:
-        ids = tokenizer.encode_chat(_messages(body.get("messages")))
+        ids = _encode(tokenizer.encode_chat, _messages(body.get("messages")), "messages")
     else:
         ids = _prompt(body.get("prompt"), tokenizer)
     if not ids:
@@ -267,7 +267,7 @@ def _prompt(value: object, tokenizer, name: str = "prompt") -> list[int]:
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
         value = value[0]
     if isinstance(value, str):
-        return tokenizer.encode(value)
+        return _encode(tokenizer.encode, value, name)
     if isinstance(value, list) and all(
         isinstance(t, int) and not isinstance(t, bool) for t in value
     ):
@@ -275,6 +275,16 @@ def _prompt(value: object, tokenizer, name: str = "prompt") -> list[int]:
             raise ApiError(400, f"{name} holds token ids outside the vocabulary", name)
         return list(value)
     raise ApiError(400, f"{name} must be a string or a list of token ids (one prompt)", name)
+
+
+def _encode(encode, value: object, name: str) -> list[int]:
+    """Token ids, or a 400 for text the tokenizer cannot take (a lone surrogate, a chat
+    template that fails on these messages)."""
+    try:
+        return encode(value)
+    except Exception as exc:  # noqa: BLE001 - tokenizers and jinja raise many types
+        message = f"{name} cannot be tokenized: {type(exc).__name__}: {exc}"
+        raise ApiError(400, message, name) from None
 
 
 def _messages(value: object) -> list[dict]:

@@ -132,6 +132,14 @@ class Engine:
             return
         path, method = scope["path"], scope["method"]
         status = 500
+        started = False
+        reply = send
+
+        async def send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await reply(message)
+
         try:
             if path == "/healthz":
                 status = 200 if self.status == "ok" else 503
@@ -168,6 +176,13 @@ class Engine:
             status = exc.status
             headers = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
             await _respond(send, exc.status, exc.body(), JSON, headers)
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, answered as JSON when we can
+            log.exception(f"{method} {path} failed")
+            if not started:
+                error = api.ApiError(
+                    500, f"internal error: {type(exc).__name__}", kind="server_error"
+                )
+                await _respond(send, 500, error.body(), JSON)
         finally:
             if path.startswith("/v1/"):
                 self.metrics.inc("workbench_engine_requests_total", route=path, status=str(status))
