@@ -8,13 +8,14 @@ missing (a fresh clone), their smoke presets write them there first.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, json_data, workbench
+from tests.conftest import REPO, json_data, run_in_kernel, workbench
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
@@ -89,18 +90,23 @@ def test_engines_and_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
         assert f"-L 127.0.0.1:{port}:127.0.0.1:{port}" in printed
 
 
-def test_a_notebook_style_openai_client_reaches_the_engine(apps_up: dict) -> None:
-    import openai
-
-    engine = apps_up["services"]["tinygpt"]
-    client = openai.OpenAI(base_url=engine["url"], api_key="unused", max_retries=0)
-    reply = client.completions.create(model="tinygpt", prompt="The try statement", max_tokens=8)
-    assert reply.usage.completion_tokens >= 1 and reply.choices[0].finish_reason
-    minilm = apps_up["services"]["minilm"]
-    vectors = openai.OpenAI(base_url=minilm["url"], api_key="unused").embeddings.create(
-        model="minilm", input=["try except"]
-    )
-    assert len(vectors.data[0].embedding) == 384
+def test_a_notebook_kernel_calls_the_engines_with_openai(apps_up: dict) -> None:
+    """What a researcher types in a wb-textgen notebook: the `openai` client of the env,
+    pointed at the engines `workbench up` started."""
+    services = apps_up["services"]
+    code = f"""
+from openai import OpenAI
+gpt = OpenAI(base_url="{services["tinygpt"]["url"]}", api_key="unused")
+reply = gpt.chat.completions.create(
+    model="tinygpt", messages=[{{"role": "user", "content": "The try statement"}}], max_tokens=8
+)
+print("tokens", reply.usage.completion_tokens, reply.choices[0].finish_reason)
+minilm = OpenAI(base_url="{services["minilm"]["url"]}", api_key="unused")
+print("dim", len(minilm.embeddings.create(model="minilm", input=["try except"]).data[0].embedding))
+"""
+    printed = run_in_kernel("wb-textgen", code)
+    assert re.search(r"^tokens [1-8] (length|stop)$", printed, re.M), printed
+    assert "dim 384" in printed
 
 
 @pytest.mark.parametrize(
