@@ -135,3 +135,20 @@ def test_chat_streams_and_search_answers(apps_up: dict) -> None:
     search = Client(apps_up["services"]["search"]["url"], verbose=False)
     result = search.predict("how do I handle an exception with try", 5, api_name="/search")
     assert "try" in json.dumps(result)
+
+
+def test_down_stops_engines_and_apps_with_all_their_processes(apps_up: dict) -> None:
+    """Last on purpose: `down` stops the four services, the engines' zygotes and cores too."""
+    from tests.conftest import process_tree
+
+    roots = [s["supervisor_pid"] for s in apps_up["services"].values() if s["name"] in DEMO]
+    tree = process_tree(*roots)
+    assert len(tree) >= 4 + 2 * 3  # supervisors and apps, engine fronts, zygotes and cores
+    down = workbench("down", "chat", "search", "tinygpt", "minilm", "--json", cwd=REPO)
+    assert json_data(down.stdout) == {
+        name: True for name in ("chat", "search", "tinygpt", "minilm")
+    }
+    assert not [
+        s for s in json_data(workbench("ps", "--json", cwd=REPO).stdout) if s["name"] in DEMO
+    ]
+    assert not process_tree(*tree)
