@@ -199,7 +199,7 @@ def engines(tmp_path_factory):
             "--max-batch",
             "8",
             "--max-tokens",
-            "64",
+            "1000",
             "--max-prompt-tokens",
             "200",
             "--max-body-kb",
@@ -344,7 +344,7 @@ def test_api_keys(engines) -> None:
     ("body", "status", "message"),
     [
         ({"prompt": "x " * 300, "max_tokens": 4}, 400, "prompt too long"),
-        ({"prompt": "x", "max_tokens": 65}, 400, "max_tokens must be between 1 and 64"),
+        ({"prompt": "x", "max_tokens": 1001}, 400, "max_tokens must be between 1 and 1000"),
         ({"prompt": "x", "temperature": 9}, 400, "temperature must be"),
         ({"prompt": "x", "n": 2}, 400, "n is not supported"),
         ({"prompt": ["a", "b"]}, 400, "one prompt"),
@@ -442,6 +442,30 @@ def test_a_memory_limit_below_a_fresh_worker_turns_itself_off(engines) -> None:
     assert engine.metric("workbench_engine_recycles_total") == 0
     assert engine.metric("workbench_engine_worker_rss_bytes") > 2**20
     assert engine.metric("workbench_engine_workers", state="serving") == 1
+
+
+def test_a_killed_worker_is_replaced_and_only_its_streams_fail(engines) -> None:
+    """SIGKILL the core that runs a stream: that stream ends with an error event, a new
+    core forked from the zygote serves the next request, and /healthz stays 200."""
+    engine = engines["tiny"]
+    client = engine.client()
+    stream = client.completions.create(
+        model="tiny", prompt="a", max_tokens=1000, stream=True, extra_body={"ignore_eos": True}
+    )
+    first = next(iter(stream))
+    assert first.choices[0].text is not None
+    serving = [w for w in httpx.get(engine.url + "/healthz").json()["workers"] if w["running"]]
+    assert len(serving) == 1
+    os.kill(serving[0]["pid"], signal.SIGKILL)
+    with pytest.raises(openai.APIError, match="exited"):
+        for _ in stream:
+            time.sleep(0.01)  # slower than the engine: the kill lands mid-stream
+    reply = client.completions.create(model="tiny", prompt="b", max_tokens=4)
+    assert reply.usage.completion_tokens == 4
+    assert httpx.get(engine.url + "/healthz").status_code == 200
+    assert engine.metric("workbench_engine_worker_deaths_total") == 1
+    pids = {w["pid"] for w in httpx.get(engine.url + "/healthz").json()["workers"]}
+    assert serving[0]["pid"] not in pids
 
 
 def test_metrics_name_the_env_and_count_tokens(engines) -> None:
