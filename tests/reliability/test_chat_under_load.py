@@ -13,6 +13,7 @@ WORKBENCH_SOAK_S sets the soak length (default 60 s, as the issue asks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -213,18 +214,19 @@ def test_full_queue_answers_busy_and_serves_the_rest(served: Served) -> None:
     assert load.completed > 0
 
 
-def wait_for_spare(served: Served, timeout: float = 90) -> dict:
-    """The chat app's entry in `ps --json` once its warm spare has finished importing."""
-    log = served.root / ".workbench" / "logs" / "chat.log"
+def wait_for_spare(served: Served, name: str = "chat", timeout: float = 90) -> dict:
+    """A service's entry in `ps --json` once its warm spare is ready (an app's has imported
+    what the app imports, an engine's has loaded the model)."""
+    log = served.root / ".workbench" / "logs" / f"{name}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        service = served.ps()["chat"]
+        service = served.ps()[name]
         for line in log.read_text().splitlines():
             entry = json.loads(line) if line.startswith("{") else {}
             if entry.get("msg") == "standby" and entry.get("pid") == service.get("standby_pid"):
                 return service
         time.sleep(0.5)
-    raise AssertionError(f"no warm spare within {timeout} s: {served.ps()['chat']}")
+    raise AssertionError(f"no warm spare within {timeout} s: {served.ps()[name]}")
 
 
 def test_app_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
@@ -256,6 +258,42 @@ def test_app_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
     assert after["pid"] == before["standby_pid"] and after["health"] == "healthy"
     assert load.completed > done_before, "no request completed after the restart"
     # only the streams that were running at the kill may fail, each with a clear error
+    assert len(load.failures) <= 4, load.failures
+
+
+def test_engine_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
+    """SIGKILL the engine's front (its zygote and cores go with it) while 4 clients stream
+    through the chat app: the supervisor promotes the engine's warm spare (a front whose
+    zygote has loaded the model), /healthz answers 200 again within 5 s, and the app's
+    requests succeed again."""
+    before = wait_for_spare(served, "tinygpt")
+    engine = f"http://127.0.0.1:{before['port']}/healthz"
+    load = Load(served.url(), 4)
+    thread = load.start()
+    time.sleep(3)
+    os.kill(before["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    while time.monotonic() - killed < 60:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(engine, timeout=1).status_code == 200:
+                break
+        time.sleep(0.05)
+    back_s = time.monotonic() - killed
+    done_before = load.completed
+    time.sleep(3)
+    load.stop.set()
+    thread.join(timeout=120)
+    after = served.ps()["tinygpt"]
+    report.record(
+        "engine_sigkill",
+        back_healthy_s=round(back_s, 2),
+        restarts=after["restarts"] - before["restarts"],
+        requests_cut=len(load.failures),
+        completed_after=load.completed - done_before,
+    )
+    assert back_s <= 5, f"healthy again only after {back_s:.1f} s"
+    assert after["restarts"] == before["restarts"] + 1 and after["pid"] == before["standby_pid"]
+    assert load.completed > done_before, "no request completed after the restart"
     assert len(load.failures) <= 4, load.failures
 
 

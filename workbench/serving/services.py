@@ -84,7 +84,7 @@ def start(
     port: int,
     env_name: str | None,
 ) -> None:
-    """Start name under a detached supervisor (apps get a warm spare)."""
+    """Start name under a detached supervisor (apps and engines get a warm spare)."""
     folder = project.service_dir(name)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     project.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def start(
         log=str(project.log_path(name)),
         env_name=env_name,
         env=extra_env,
-        standby=kind == Kind.APP,
+        standby=kind in (Kind.APP, Kind.ENGINE),
     )
     spec.write(folder / SPEC, mode=0o600)  # it may hold the app's login
     (folder / STATE).unlink(missing_ok=True)

@@ -531,11 +531,42 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-keys-file", help=f"keys, one a line, mode 0600 (or {KEYS_VARIABLE})")
     p.add_argument("--root", default=None, help="project root: relative model paths start here")
     p.add_argument("--log-level", default=os.environ.get("WORKBENCH_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--standby",
+        action="store_true",
+        help="load the model, then wait for a line on stdin before serving (a warm spare)",
+    )
     args = p.parse_args(argv)
     for name in ("workers", "threads", "max_batch", "max_queue", "max_tokens", "max_body_kb"):
         if getattr(args, name) < (0 if name == "workers" else 1):
             p.error(f"--{name.replace('_', '-')} must be positive")
     return args
+
+
+def _wait_as_spare(pool: Pool, name: str) -> bool:
+    """The supervisor's warm spare: wait until the zygote has loaded the model, then for one
+    line on stdin before binding the port; False on EOF (it stopped without needing us) or
+    when the model cannot load."""
+    from workbench.runtime.engine import protocol
+
+    zygote = pool.zygote
+    decoder, message = protocol.Decoder(), None
+    while message is None:
+        data = zygote.sock.recv(1 << 16)
+        if not data:
+            break
+        for message in decoder.feed(data):  # noqa: B007 - the zygote says one thing here
+            pass
+    if message is None or message[0] != "zygote":
+        logs.fail(name, message[1] if message else "the zygote exited", kind="engine")
+        return False
+    zygote.info = message[1]
+    log.info("standby", extra={"fields": {"pid": os.getpid(), "zygote": zygote.proc.pid}})
+    if sys.stdin.readline():
+        return True
+    zygote.proc.kill()
+    zygote.proc.wait()
+    return False
 
 
 def _bind(host: str, port: int):
@@ -594,7 +625,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     metrics = Registry(args.name)
     pool = Pool(settings, metrics, log)
-    pool.start()  # the cores import torch while this process starts its server
+    pool.start_zygote()  # it imports torch and loads the model while this process starts
+    if args.standby and not _wait_as_spare(pool, args.name):
+        return 0
+    pool.start_workers()
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:

@@ -257,10 +257,13 @@ class Pool:
         self._declare()
 
     # -- life cycle -----------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the zygote and ask it for the first workers (before the web server imports
-        anything, so the slow imports of the model's packages overlap with it)."""
+    def start_zygote(self) -> None:
+        """Start the zygote (before the web server imports anything, so the slow imports of
+        the model's packages overlap with it)."""
         self.zygote = Zygote(self)
+
+    def start_workers(self) -> None:
+        """Ask the zygote for the first workers."""
         devices = self.settings.devices
         for i in range(self.settings.workers):
             self._spawn(devices[i % len(devices)], spare=False)
