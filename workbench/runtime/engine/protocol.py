@@ -1,17 +1,23 @@
 """Frames between an engine's HTTP front and its engine-core processes.
 
-One connected Unix stream socket per core (a socketpair made by the front; the core gets its
-end as an inherited file descriptor, so nothing listens on the file system or the network).
-A frame is a 4-byte big-endian length and a pickled tuple whose first item names it:
+One connected Unix stream socket per process (socketpairs made by the front: the zygote gets
+its end as an inherited file descriptor, each core its own by SCM_RIGHTS with the request to
+fork it), so nothing listens on the file system or the network. A frame is a 4-byte
+big-endian length and a pickled tuple whose first item names it:
 
-  front -> core   ("generate", rid, prompt_ids, params)   params: see core.Params
-                  ("embed", rid, [ids, ...])
-                  ("cancel", rid)
-                  ("exit",)                               finish what runs, then exit
-  core -> front   ("ready", info)                         model loaded and warmed up
-                  ("tokens", batch_size, [(rid, new_ids, finish_reason), ...])
-                  ("embeddings", rid, float32 bytes, dim, prompt_tokens)
-                  ("failed", rid, message)
+  front -> zygote  ("fork", worker, device)  + the new core's socket as a file descriptor
+  zygote -> front  ("zygote", info)          the model is loaded
+                   ("forked", worker, pid)
+                   ("fatal", message)        the model cannot load
+  front -> core    ("generate", rid, prompt_ids, params)   params: see batching.Row
+                   ("embed", rid, [ids, ...])
+                   ("cancel", rid)
+                   ("exit",)                 finish what runs, then exit
+  core -> front    ("ready", info)           warmed up on its device
+                   ("tokens", batch_size, [(rid, new_ids, finish_reason or None), ...])
+                   ("embeddings", [(rid, float32 bytes, dim, prompt_tokens), ...])
+                   ("failed", rid, message)
+                   ("fatal", message)        this core cannot start
 
 Both ends are processes of one engine started from the same interpreter, so pickle is safe
 here; it is also the fastest codec the standard library has for these small tuples.

@@ -57,13 +57,20 @@ JSON = b"application/json"
 class Engine:
     """The ASGI application: routes, keys, limits, streaming."""
 
-    def __init__(self, args: argparse.Namespace, pool: Pool, keys: list[str], metrics: Registry):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        pool: Pool,
+        keys: list[str],
+        metrics: Registry,
+        started: float,
+    ):
         self.args, self.pool, self.keys, self.metrics = args, pool, keys, metrics
         self.name = args.name
         self.tokenizer = None
         self.limits: api.Limits | None = None
         self.tracer = None
-        self.started = time.monotonic()
+        self.started = started  # time.monotonic() when this process (or its promotion) began
         self.created = int(time.time())
         self.ready_s: float | None = None
         self.server = None
@@ -615,6 +622,7 @@ def _configure(args: argparse.Namespace) -> tuple[Settings, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = _arguments(argv)
     level = args.log_level.upper()
     logging.config.dictConfig(logs.config(args.name, level))
@@ -626,8 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Registry(args.name)
     pool = Pool(settings, metrics, log)
     pool.start_zygote()  # it imports torch and loads the model while this process starts
-    if args.standby and not _wait_as_spare(pool, args.name):
-        return 0
+    if args.standby:
+        if not _wait_as_spare(pool, args.name):
+            return 0
+        started = time.monotonic()
     pool.start_workers()
     try:
         sock = _bind(args.host, args.port)
@@ -640,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.zygote.proc.kill()
         return EXIT_USAGE
     args.port = sock.getsockname()[1]
-    engine = Engine(args, pool, keys, metrics)
+    engine = Engine(args, pool, keys, metrics, started)
     pool.on_change = engine.on_pool_change
     fields = {"url": f"http://{args.host}:{args.port}/v1", "model": args.model, "task": args.task}
     fields.update(workers=args.workers, keys=len(keys), pid=os.getpid())

@@ -1,20 +1,25 @@
 """The engine front's engine-core processes: starting them, routing requests to them,
 recycling them, and replacing the ones that die.
 
-Every core is a child process (workbench.runtime.engine.core) joined to the front by a
-socketpair. A request goes to the serving worker with the fewest running requests that has
-room (max_batch); when none has, it waits in the front's queue, and when the queue is full
-the caller is told at once (QueueFull, HTTP 429).
+Every core is forked by the engine's zygote (workbench.runtime.engine.core) and joined to
+the front by a socketpair whose other end travels to the zygote with the request to fork. A
+request goes to the serving worker with the fewest running requests that has room
+(max_batch); when none has, it waits in the front's queue, and when the queue is full the
+caller is told at once (QueueFull, HTTP 429). A request past its deadline ends wherever it
+is (queued, or at its next token).
 
 Recycling: a worker past max_requests (requests it was given) or max_rss_mb (its resident
-memory) takes no new request once something can take its place: the warm spare (a core that
-has loaded the model and waits, kept whenever a limit is set on a CPU engine), another
-serving worker, or, on a GPU, a replacement started on the same device. It finishes what it
-runs, is told to exit, and a new spare starts. So no request fails during a recycle.
+memory, pages shared with the zygote included) takes no new request once something can take
+its place: the warm spare (a core that has warmed up and waits, kept whenever a limit is set
+on a CPU engine), another serving worker, or, on a GPU, a replacement forked for the same
+device. It finishes what it runs, is told to exit, and a new spare is forked. So no request
+fails during a recycle.
 
 A core that dies takes its running requests with it: those that had no token yet go back to
-the queue, the others fail with a message. A worker that dies before it was ever ready, three
-times in a row, fails the whole engine (its last error is the engine's error).
+the queue, the others fail with a message, and a spare or a new fork takes its place. Before
+the engine was first ready any failure to start is fatal (exit 2: the model cannot load);
+after, three failed starts in a row, or the zygote's death, are (exit 1: the supervisor
+restarts the engine).
 """
 
 from __future__ import annotations
@@ -188,7 +193,6 @@ class Worker:
         self.fatal: str | None = None
         self.replaces: Worker | None = None  # the worker this one takes over from
         self.transport: asyncio.Transport | None = None
-        self.started = time.monotonic()
         ours, theirs = socket.socketpair()
         pool.zygote.fork(wid, device, theirs)
         theirs.close()
