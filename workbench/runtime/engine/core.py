@@ -305,6 +305,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
+    # torch.cuda.is_available() must not initialise CUDA here: forked cores could not use it
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when cores stop
     logging.config.dictConfig(logs.config(args.name, args.log_level.upper()))
