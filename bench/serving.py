@@ -20,7 +20,7 @@ Raw and streamed single-stream trials alternate so background load hits both ali
 counts of streamed requests are exact (the engine's usage; the app's /metrics). Uses
 models/tiny-gpt when present, else trains one with the notebook's smoke preset.
 
-    .venv/bin/python bench/serving.py [--trials 8] [--tokens 120]
+    .venv/bin/python bench/serving.py [--trials 8] [--tokens 120] [--model FOLDER]
 """
 
 from __future__ import annotations
@@ -390,13 +390,14 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=120)
+    ap.add_argument("--model", type=Path, help="a model folder (default: models/tiny-gpt)")
     args = ap.parse_args()
     import openai
     from gradio_client import Client
 
     with tempfile.TemporaryDirectory(prefix="wb-bench-serving-") as tmp:
         tmp = Path(tmp)
-        model = REPO / "models" / "tiny-gpt"
+        model = args.model or REPO / "models" / "tiny-gpt"
         if not (model / "config.json").is_file():
             # The project's own training notebook, fast: its smoke preset, written to tmp.
             model = tmp / "tiny-gpt"
