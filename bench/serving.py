@@ -159,15 +159,23 @@ def start_engine(model: Path, port: int, *options: str) -> subprocess.Popen:
 
 # -- cold start ---------------------------------------------------------------------------
 def import_floor(model: Path) -> tuple[float, float]:
-    """Bare interpreters: (importing torch, transformers and uvicorn: the engine's packages;
+    """Bare interpreters, timed until they say they are done (not until they have torn
+    torch down again): (importing torch, transformers and uvicorn: the engine's packages;
     the same and loading the model, which no process that serves it can skip)."""
     bare = "import torch, transformers, uvicorn"
     load = f"{bare}; transformers.AutoModelForCausalLM.from_pretrained({str(model)!r})"
     times = []
     for code in (bare, load):
         t0 = time.perf_counter()
-        subprocess.run([str(PYTHON), "-c", code], check=True, capture_output=True)
+        proc = subprocess.Popen(
+            [str(PYTHON), "-c", f"{code}; print('done', flush=True)"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout.readline().strip() == "done"
         times.append(time.perf_counter() - t0)
+        proc.wait()
     return times[0], times[1]
 
 
