@@ -95,3 +95,26 @@ def test_keys_come_from_the_environment_and_a_private_file(monkeypatch, tmp_path
     keys.chmod(0o640)
     with pytest.raises(ValueError, match=r"open to other users \(mode 0640\)"):
         server.read_keys(str(keys))
+
+
+def test_the_tool_side_command_line_is_what_the_engine_parses() -> None:
+    """workbench.serving.engines.arguments (also what an image's launcher runs) against the
+    engine's own parser: every setting of [engines.NAME] arrives."""
+    from workbench.project import EngineEntry
+    from workbench.serving import engines
+
+    entry = EngineEntry(
+        "gpt", "textgen", "models/gpt", 8100, task="generate", workers=2, threads=3,
+        max_batch=16, max_queue=8, max_requests=500, max_rss_mb=900, max_tokens=256,
+        max_prompt_tokens=1024, max_body_kb=64, timeout=12.5,
+    )  # fmt: skip
+    argv = engines.arguments(entry, "/models/gpt", "{host}", "{port}")
+    assert argv[:2] == ["-m", "workbench.runtime.engine"]
+    parsed = server._arguments([a.replace("{port}", "9000") for a in argv[2:]])
+    assert (parsed.name, parsed.model, parsed.task, parsed.host, parsed.port) == (
+        "gpt", "/models/gpt", "generate", "{host}", 9000
+    )  # fmt: skip
+    for field in ("workers", "threads", "max_batch", "max_queue", "max_requests", "max_tokens"):
+        assert getattr(parsed, field) == getattr(entry, field), field
+    assert (parsed.max_rss_mb, parsed.max_prompt_tokens, parsed.max_body_kb) == (900, 1024, 64)
+    assert parsed.timeout == 12.5

@@ -74,8 +74,20 @@ def command(
         extra["CUDA_VISIBLE_DEVICES"] = ",".join(entry.gpus)
     if os.environ.get(KEYS_VARIABLE):
         extra[KEYS_VARIABLE] = os.environ[KEYS_VARIABLE]
-    argv = [
-        str(prefix / "bin" / "python"),
+    argv = [str(prefix / "bin" / "python"), *arguments(engine, model, host, port)]
+    argv += ["--root", str(project.root)]
+    if keys_path is not None:
+        argv += ["--api-keys-file", str(keys_path)]
+    return argv, extra
+
+
+def arguments(engine: EngineEntry, model: str, host: str, port: int | str) -> list[str]:
+    """What follows the env's interpreter: `-m workbench.runtime.engine` with the engine's
+    name and settings, for model as the engine takes it (an absolute folder, pkg:… or hf:…).
+    A container's launcher runs its own interpreter with these (host and port may be its
+    placeholders); keys then come from WORKBENCH_API_KEYS in the container's environment,
+    and WORKBENCH_ENV / WORKBENCH_LOCK_HASH name the env in the metrics."""
+    return [
         "-m",
         "workbench.runtime.engine",
         "--name",
@@ -85,7 +97,7 @@ def command(
         "--task",
         engine.task,
         "--host",
-        host,
+        str(host),
         "--port",
         str(port),
         "--workers",
@@ -108,12 +120,7 @@ def command(
         str(engine.max_body_kb),
         "--timeout",
         f"{engine.timeout:g}",
-        "--root",
-        str(project.root),
     ]
-    if keys_path is not None:
-        argv += ["--api-keys-file", str(keys_path)]
-    return argv, extra
 
 
 def model_argument(project: Project, engine: EngineEntry) -> str:
