@@ -34,6 +34,7 @@ from workbench.errors import WorkbenchError
         ("[engines.e]\nenv = 'a'\nmodel = 'm'\nworkers = -1\n", "workers = -1: expected a"),
         ("[engines.e]\nenv = 'a'\nmodel = 'm'\nmax_batch = 1.5\n", "max_batch = 1.5: expect"),
         ("[engines.e]\nenv = 'a'\nmodel = 'm'\ntask = 'chat'\n", "task = 'chat': expected"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\ntimeout = nan\n", "timeout = nan: expected"),
         ("[engines.e]\nenv = 'a'\nmodel = 'm'\nport = 0\n", "port = 0: expected a number"),
         ("[engines.lab]\nenv = 'a'\nmodel = 'm'\n", "invalid engine name"),
         (

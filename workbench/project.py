@@ -1,6 +1,7 @@
 """The project: its root, its manifest (workbench.toml) and every path under .workbench/."""
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -381,7 +382,12 @@ def _engine(manifest_path: Path, name: str, table: object, envs: dict) -> Engine
             continue
         value = table[key]
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or (kind is int and not isinstance(value, int)) or value < low:
+        if (
+            not number
+            or not math.isfinite(value)
+            or (kind is int and not isinstance(value, int))
+            or value < low
+        ):
             what = "a whole number" if kind is int else "a number"
             raise WorkbenchError(
                 f"{where}: {key} = {excerpt(repr(value))}: expected {what} >= {low:g}"
