@@ -25,6 +25,8 @@ GOALS = {
     "soak": "0 failed, RSS growth < 10 %",
     "busy": "overflow answered busy",
     "app_sigkill": "healthy again <= 5 s",
+    "engine_sigkill": "healthy again <= 5 s",
+    "engine_inputs": "HTTP status of each hostile request: 200 or 4xx, never 5xx",
 }
 
 

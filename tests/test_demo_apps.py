@@ -1,5 +1,6 @@
-"""The project's own apps (gradio_apps/chat.py, search.py) served by `workbench up` from
-their envs, looked at by headless Chromium and called with gradio_client.
+"""The project's own engines (tinygpt, minilm) and apps (gradio_apps/chat.py, search.py)
+served by `workbench up` from their envs: the apps looked at by headless Chromium and called
+with gradio_client, the engines with the `openai` client.
 
 Models come from the project's notebooks: when models/tiny-gpt or models/pydoc-index are
 missing (a fresh clone), their smoke presets write them there first.
@@ -7,13 +8,14 @@ missing (a fresh clone), their smoke presets write them there first.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, json_data, workbench
+from tests.conftest import REPO, json_data, run_in_kernel, workbench
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
@@ -37,7 +39,7 @@ def apps_up(demo_envs: None) -> dict:
     assert up.returncode == 0, up.stderr
     services = {s["name"]: s for s in json_data(workbench("ps", "--json", cwd=REPO).stdout)}
     yield {"services": services, "up": up}
-    workbench("down", "chat", "search", cwd=REPO)
+    workbench("down", "chat", "search", "tinygpt", "minilm", cwd=REPO)
 
 
 def rendered_dom(url: str, tmp: Path) -> str:
@@ -70,17 +72,41 @@ def rendered_dom(url: str, tmp: Path) -> str:
     return dom.stdout
 
 
-def test_both_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
+DEMO = {"chat": "app", "search": "app", "tinygpt": "engine", "minilm": "engine"}
+
+
+def test_engines_and_apps_healthy_with_tunnel_line(apps_up: dict) -> None:
     services = apps_up["services"]
-    assert {n: s["health"] for n, s in services.items() if n in ("chat", "search")} == {
-        "chat": "healthy",
-        "search": "healthy",
+    assert {n: (s["kind"], s["health"]) for n, s in services.items() if n in DEMO} == {
+        name: (kind, "healthy") for name, kind in DEMO.items()
     }
     assert {services["chat"]["env"], services["search"]["env"]} == {"textgen", "embed"}
+    assert services["tinygpt"]["url"].endswith("/v1")
     line = apps_up["up"].stdout.strip().splitlines()[-1]
-    for name in ("chat", "search"):
+    printed = json_data(workbench("tunnel", "--print", "--json", cwd=REPO).stdout)["ssh"]
+    for name in DEMO:
         port = services[name]["port"]
         assert f"-L 127.0.0.1:{port}:127.0.0.1:{port}" in line
+        assert f"-L 127.0.0.1:{port}:127.0.0.1:{port}" in printed
+
+
+def test_a_notebook_kernel_calls_the_engines_with_openai(apps_up: dict) -> None:
+    """What a researcher types in a wb-textgen notebook: the `openai` client of the env,
+    pointed at the engines `workbench up` started."""
+    services = apps_up["services"]
+    code = f"""
+from openai import OpenAI
+gpt = OpenAI(base_url="{services["tinygpt"]["url"]}", api_key="unused")
+reply = gpt.chat.completions.create(
+    model="tinygpt", messages=[{{"role": "user", "content": "The try statement"}}], max_tokens=8
+)
+print("tokens", reply.usage.completion_tokens, reply.choices[0].finish_reason)
+minilm = OpenAI(base_url="{services["minilm"]["url"]}", api_key="unused")
+print("dim", len(minilm.embeddings.create(model="minilm", input=["try except"]).data[0].embedding))
+"""
+    printed = run_in_kernel("wb-textgen", code)
+    assert re.search(r"^tokens [1-8] (length|stop)$", printed, re.M), printed
+    assert "dim 384" in printed
 
 
 @pytest.mark.parametrize(
@@ -109,3 +135,20 @@ def test_chat_streams_and_search_answers(apps_up: dict) -> None:
     search = Client(apps_up["services"]["search"]["url"], verbose=False)
     result = search.predict("how do I handle an exception with try", 5, api_name="/search")
     assert "try" in json.dumps(result)
+
+
+def test_down_stops_engines_and_apps_with_all_their_processes(apps_up: dict) -> None:
+    """Last on purpose: `down` stops the four services, the engines' zygotes and cores too."""
+    from tests.conftest import process_tree
+
+    roots = [s["supervisor_pid"] for s in apps_up["services"].values() if s["name"] in DEMO]
+    tree = process_tree(*roots)
+    assert len(tree) >= 4 + 2 * 3  # supervisors and apps, engine fronts, zygotes and cores
+    down = workbench("down", "chat", "search", "tinygpt", "minilm", "--json", cwd=REPO)
+    assert json_data(down.stdout) == {
+        name: True for name in ("chat", "search", "tinygpt", "minilm")
+    }
+    assert not [
+        s for s in json_data(workbench("ps", "--json", cwd=REPO).stdout) if s["name"] in DEMO
+    ]
+    assert not process_tree(*tree)

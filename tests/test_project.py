@@ -27,6 +27,25 @@ from workbench.errors import WorkbenchError
         ("[apps.x]\nenv = 'a'\nfile = 3\n", "[apps.x]: file = 3: expected a path in the project"),
         ("[apps.x]\nenv = 'a'\nfile = '/etc/passwd'\n", "file = '/etc/passwd': outside"),
         ("x = " + "[" * 5000, "invalid TOML: nested too deeply"),
+        ("[engines.e]\nenv = 'a'\n", "[engines.e]: missing model"),
+        ("[engines.e]\nenv = 'b'\nmodel = 'm'\n", "env = 'b' is not an env (known: a)"),
+        ("[engines.e]\nenv = 'a'\nmodel = ''\n", "model = '': expected a folder"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\nworkrs = 2\n", "unknown key 'workrs' (did"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\nworkers = -1\n", "workers = -1: expected a"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\nmax_batch = 1.5\n", "max_batch = 1.5: expect"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\ntask = 'chat'\n", "task = 'chat': expected"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\ntimeout = nan\n", "timeout = nan: expected"),
+        ("[engines.e]\nenv = 'a'\nmodel = 'm'\nport = 0\n", "port = 0: expected a number"),
+        ("[engines.lab]\nenv = 'a'\nmodel = 'm'\n", "invalid engine name"),
+        (
+            "[engines.e]\nenv = 'a'\nmodel = 'm'\n"
+            "[apps.x]\nenv = 'a'\nfile = 'x.py'\nengine = 'f'\n",
+            "engine = 'f' is not an [engines.NAME] (known: e)",
+        ),
+        (
+            "[engines.x]\nenv = 'a'\nmodel = 'm'\n[apps.x]\nenv = 'a'\nfile = 'x.py'\n",
+            "share a name",
+        ),
     ],
 )
 def test_bad_manifest_fields_are_named(tmp_path: Path, manifest: str, expected: str) -> None:
@@ -61,3 +80,21 @@ def test_paths_inside_the_project_are_kept(tmp_path: Path) -> None:
     assert project.envs["b"].gpus == ("0", "1")
     assert project.apps["x"].file == tmp_path / "apps" / "x.py"
     assert project.lab_port == 8000
+
+
+def test_engines_and_their_apps(tmp_path: Path) -> None:
+    write_env(tmp_path, "a", "dependencies: [python=3.11]\n")
+    (tmp_path / "workbench.toml").write_text(
+        "[engines.gpt]\nenv = 'a'\nmodel = 'models/gpt'\nport = 8100\nworkers = 2\n"
+        "max_requests = 500\ntimeout = 30\n"
+        "[apps.chat]\nenv = 'a'\nfile = 'chat.py'\nengine = 'gpt'\n"
+    )
+    project = projects.load(tmp_path)
+    engine = project.engine("gpt")
+    assert (engine.env, engine.model, engine.port, engine.workers) == ("a", "models/gpt", 8100, 2)
+    assert (engine.max_requests, engine.timeout, engine.max_batch) == (500, 30.0, 32)
+    assert project.apps["chat"].engine == "gpt"
+    assert project.service("gpt") is engine and project.service("chat") is project.apps["chat"]
+    with pytest.raises(WorkbenchError, match="did you mean 'gpt'"):
+        project.service("gtp")
+    assert project.api_keys_path == tmp_path / ".workbench" / "api_keys"

@@ -14,7 +14,9 @@ from workbench.envs import builds
 
 RUNTIME = Path(workbench.__file__).parent / "runtime"
 MODULES = sorted(
-    f"workbench.runtime.{p.stem}" for p in RUNTIME.glob("*.py") if p.stem != "__init__"
+    ".".join(("workbench.runtime", *p.relative_to(RUNTIME).with_suffix("").parts))
+    for p in RUNTIME.rglob("*.py")
+    if p.stem not in ("__init__", "__main__")
 )
 TOOL_SIDE = [
     "workbench.envs",
@@ -65,3 +67,4 @@ def test_runtime_imports_in_a_bare_venv(tmp_path: Path, python: Path) -> None:
 
 def test_every_runtime_module_is_probed() -> None:
     assert "workbench.runtime.app_runner" in MODULES and len(MODULES) >= 8
+    assert "workbench.runtime.engine.batching" in MODULES

@@ -2,14 +2,15 @@
 checked together against the serving checklist.
 
 A module fixture takes the session's tiny Gradio project (conftest's gradio_project: env
-"ui" with ipykernel, app "echo") and starts at once `workbench up echo` (login from
-WORKBENCH_AUTH), `workbench lab --detach` and `workbench run` of a notebook that holds its
-kernel open (a secret-named parameter, HF_TOKEN in the environment), then a kernel and a
-terminal through Lab's REST API. While all of it runs it snapshots every process in those
-trees (supervisors, app, Lab, kernels, their children): cmdlines and every listening
-TCP/UDP socket from /proc. Then it lets the run finish; the tests read the snapshot and
-probe the live servers. Teardown stops everything by PID and fails if a process of the
-snapshot outlives it.
+"ui" with ipykernel, app "echo"), adds an engine "tiny" (a random GPT-2 in the textgen env
+copied from the repo's lock) and starts at once `workbench up echo tiny` (login from
+WORKBENCH_AUTH, API keys from WORKBENCH_API_KEYS), `workbench lab --detach` and `workbench
+run` of a notebook that holds its kernel open (a secret-named parameter, HF_TOKEN in the
+environment), then a kernel and a terminal through Lab's REST API. While all of it runs it
+snapshots every process in those trees (supervisors, app, engine, Lab, kernels, their
+children): cmdlines and every listening TCP/UDP socket from /proc. Then it lets the run
+finish; the tests read the snapshot and probe the live servers. Teardown stops everything
+by PID and fails if a process of the snapshot outlives it.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import stat
 import subprocess
@@ -31,6 +33,7 @@ import nbformat
 import pytest
 
 from tests.conftest import (
+    REPO,
     Listener,
     free_port,
     json_data,
@@ -38,12 +41,14 @@ from tests.conftest import (
     process_tree,
     workbench,
 )
+from tests.test_apps import BUILD_GPT
 from workbench.notebooks import records
 
 AUTH = "ada:" + secrets.token_urlsafe(16)  # the app's login, given as WORKBENCH_AUTH
 API_KEY = "sk-" + secrets.token_urlsafe(16)  # a notebook parameter: `-p api_key ...`
 HF_TOKEN = "hf_" + secrets.token_urlsafe(16)  # in the researcher's environment
 SSH_KEY = "SWEEP-PRIVATE-KEY-" + secrets.token_hex(8)  # in the fake ~/.ssh/id_rsa
+ENGINE_KEY = "sk-engine-" + secrets.token_urlsafe(16)  # WORKBENCH_API_KEYS of the engine
 LOOPBACK = {"127.0.0.1", "::1"}
 START_TIMEOUT = 240
 
@@ -96,6 +101,7 @@ class Stack:
     root: Path
     home: Path  # HOME of everything started, with a fake ~/.ssh/id_rsa
     app_port: int
+    engine_port: int
     lab_port: int
     lab_token: str
     roots: dict[str, int]  # what started each tree: echo and lab supervisors, the run CLI
@@ -141,9 +147,34 @@ def _start_lab_kernel_and_terminal(stack: Stack) -> None:
     _wait(lab_kernel_listens, 120, "both kernels to listen on their 5 ports")
 
 
+def _add_engine(root: Path) -> str:
+    """The textgen env (from the repo's lock) and a random GPT-2 served as engine "tiny";
+    returns the manifest as it was."""
+    for name in ("textgen.yml", "textgen.lock"):
+        shutil.copy(REPO / "envs" / name, root / "envs" / name)
+    built = workbench("env", "create", "textgen", "--locked", cwd=root)
+    assert built.returncode == 0, built.stderr
+    python = root / ".workbench/envs/textgen/bin/python"
+    model = subprocess.run(
+        [str(python), "-c", BUILD_GPT, str(root / "models/tiny")], capture_output=True, text=True
+    )
+    assert model.returncode == 0, model.stderr
+    manifest = (root / "workbench.toml").read_text()
+    engine = f'\n[engines.tiny]\nenv = "textgen"\nmodel = "models/tiny"\nport = {free_port()}\n'
+    (root / "workbench.toml").write_text(manifest + engine)
+    return manifest
+
+
+def _remove_engine(root: Path, manifest: str) -> None:
+    (root / "workbench.toml").write_text(manifest)
+    for name in ("textgen.yml", "textgen.lock"):
+        (root / "envs" / name).unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def stack(gradio_project: Path, tmp_path_factory: pytest.TempPathFactory):
     root = gradio_project
+    manifest = _add_engine(root)
     home = tmp_path_factory.mktemp("home")
     (home / ".ssh").mkdir(mode=0o700)
     (home / ".ssh/id_rsa").write_text(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{SSH_KEY}\n")
@@ -157,8 +188,10 @@ def stack(gradio_project: Path, tmp_path_factory: pytest.TempPathFactory):
     for flag in ("kernel-ready", "release"):
         (root / "notebooks" / flag).unlink(missing_ok=True)
 
-    # The researcher's shell: a login for the apps and a hub token exported, home elsewhere.
+    # The researcher's shell: a login for the apps, keys for the engines and a hub token
+    # exported, home elsewhere.
     env = {**os.environ, "HOME": str(home), "WORKBENCH_AUTH": AUTH, "HF_TOKEN": HF_TOKEN}
+    env["WORKBENCH_API_KEYS"] = ENGINE_KEY
     cli = [sys.executable, "-m", "workbench"]
 
     def start(*args: str) -> subprocess.Popen:
@@ -166,7 +199,7 @@ def stack(gradio_project: Path, tmp_path_factory: pytest.TempPathFactory):
             [*cli, *args], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
 
-    up, lab = start("up", "echo"), start("lab", "--detach")
+    up, lab = start("up", "echo", "tiny"), start("lab", "--detach")
     run = start("run", "notebooks/hold.ipynb", "--env", "ui", "-p", "api_key", API_KEY, "--json")
     stack = None
     try:
@@ -180,10 +213,12 @@ def stack(gradio_project: Path, tmp_path_factory: pytest.TempPathFactory):
             root=root,
             home=home,
             app_port=ps["echo"]["port"],
+            engine_port=ps["tiny"]["port"],
             lab_port=ps["lab"]["port"],
             lab_token=token,
             roots={
                 "echo": ps["echo"]["supervisor_pid"],
+                "tiny": ps["tiny"]["supervisor_pid"],
                 "lab": ps["lab"]["supervisor_pid"],
                 "run": run.pid,
             },
@@ -224,15 +259,19 @@ def stack(gradio_project: Path, tmp_path_factory: pytest.TempPathFactory):
         leftover = left()
         for pid in leftover:
             os.kill(pid, signal.SIGKILL)
+        _remove_engine(root, manifest)
         assert not leftover, f"still running after `workbench down`: {leftover}"
 
 
 def test_every_listening_socket_of_every_process_tree_is_loopback(stack: Stack) -> None:
-    """Supervisors, app, Lab, its kernel and terminal, the run's kernel: each socket any of
-    them listens on (TCP, TCP6, UDP, UDP6) is bound to 127.0.0.1 or ::1, and the sweep saw
-    the app, Lab and both kernels' five ZMQ ports (so it could have failed)."""
+    """Supervisors, app, engine (front, zygote, cores), Lab, its kernel and terminal, the
+    run's kernel: each socket any of them listens on (TCP, TCP6, UDP, UDP6) is bound to
+    127.0.0.1 or ::1, and the sweep saw the app, the engine, Lab and both kernels' five ZMQ
+    ports (so it could have failed)."""
     ports = {s.port for s in stack.listeners}
-    assert {stack.app_port, stack.lab_port} <= ports
+    assert {stack.app_port, stack.engine_port, stack.lab_port} <= ports
+    engine = [p for p, line in stack.cmdlines.items() if "workbench.runtime.engine" in line]
+    assert len(engine) >= 3  # the front, its zygote and the core it forked
     assert len(stack.kernels) == 2
     for kernel in stack.kernels:
         assert len([s for s in stack.listeners if s.pid == kernel and s.proto == "tcp"]) >= 5
@@ -242,9 +281,16 @@ def test_every_listening_socket_of_every_process_tree_is_loopback(stack: Stack) 
 
 
 def test_no_credential_in_logs_ps_cmdlines_or_run_records(stack: Stack) -> None:
-    """The app login, the Lab token, HF_TOKEN and a secret-named parameter never show in
-    .workbench/logs, `ps` (plain and --json), any process's cmdline, `up`'s output, or
-    runs/ (record.json, the output notebook, `runs --json`)."""
+    """The app login, the engine's API key, the Lab token, HF_TOKEN and a secret-named
+    parameter never show in .workbench/logs, `ps` (plain and --json), any process's cmdline,
+    `up`'s output, the engine's metrics, or runs/ (record.json, the output notebook, `runs
+    --json`). The engine wants its key: 401 without it, 200 with it."""
+    engine = f"http://127.0.0.1:{stack.engine_port}"
+    body = json.dumps({"model": "tiny", "prompt": "a", "max_tokens": 2}).encode()
+    json_type = {"Content-Type": "application/json"}
+    assert request(stack.engine_port, "/v1/completions", "POST", json_type, body)[0] == 401
+    bearer = {"Authorization": f"Bearer {ENGINE_KEY}", **json_type}
+    assert request(stack.engine_port, "/v1/completions", "POST", bearer, body)[0] == 200, engine
     # Requests that carry the token in the URL, one of them failing, so Lab logs them.
     assert stack.lab(f"/api/kernels?token={stack.lab_token}", token=False)[0] == 200
     assert stack.lab(f"/api/nothing-here?token={stack.lab_token}", token=False)[0] == 404
@@ -252,6 +298,7 @@ def test_no_credential_in_logs_ps_cmdlines_or_run_records(stack: Stack) -> None:
     _wait(lambda: "/api/nothing-here" in lab_log.read_text(), 10, "Lab to log the 404")
     secrets_ = {
         "app login": AUTH.split(":", 1)[1],
+        "engine key": ENGINE_KEY,
         "lab token": stack.lab_token,
         "HF_TOKEN": HF_TOKEN,
         "api_key": API_KEY,
@@ -269,6 +316,7 @@ def test_no_credential_in_logs_ps_cmdlines_or_run_records(stack: Stack) -> None:
     for args in (["ps", "--json"], ["ps"], ["runs", "--json"], ["logs", "lab", "-n", "1000"]):
         places[" ".join(args)] = workbench(*args, cwd=root).stdout
     places["up output"] = stack.up.stdout + stack.up.stderr
+    places["engine metrics"] = request(stack.engine_port, "/metrics")[2]
     places["run output"] = stack.run.stdout
     # The run CLI's own argv is what the researcher typed (-p api_key ...): not ours to hide.
     for pid, line in stack.cmdlines.items():
@@ -397,10 +445,15 @@ def test_app_state_is_private(stack: Stack) -> None:
 
 
 def test_public_bind_without_auth_is_refused(stack: Stack) -> None:
-    """`up --host 0.0.0.0` with no login is refused: exit 2 and a one-line reason."""
+    """`up --host 0.0.0.0` with no login (apps) or no API keys (engines) is refused: exit 2
+    and a one-line reason."""
     proc = workbench("up", "--host", "0.0.0.0", cwd=stack.root, env={"WORKBENCH_AUTH": ""})
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "without a password" in proc.stderr
+    no_keys = {"WORKBENCH_API_KEYS": ""}
+    proc = workbench("up", "tiny", "--host", "0.0.0.0", cwd=stack.root, env=no_keys)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "without API keys" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -214,3 +214,58 @@ def test_unknown_app_and_unbuilt_env_are_one_line_errors(project: Path) -> None:
     assert unbuilt.returncode == 2
     assert "env 'tiny' is not built; run `workbench env create tiny`" in unbuilt.stderr
     assert "Traceback" not in unbuilt.stderr + unknown.stderr
+
+
+TRAIN_NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "metadata": {"tags": ["parameters"]},
+            "source": ["steps = 10\n", 'out_dir = "../models/gpt"\n'],
+            "outputs": [],
+            "execution_count": None,
+        }
+    ],
+    "metadata": {},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def _engine_project(project: Path) -> None:
+    write_env(project, "tiny", "dependencies:\n  - python=3.11\n")
+    (project / "notebooks").mkdir()
+    (project / "notebooks/train.ipynb").write_text(json.dumps(TRAIN_NOTEBOOK))
+    (project / "workbench.toml").write_text(
+        '[project]\nname = "p"\n[engines.gpt]\nenv = "tiny"\nmodel = "models/gpt"\nport = 8999\n'
+    )
+
+
+def test_an_engine_without_its_model_names_the_notebook_that_writes_it(project: Path) -> None:
+    _engine_project(project)
+    up = workbench("up", "gpt", cwd=project)
+    assert up.returncode == 2
+    assert up.stderr.strip() == (
+        "error: engine 'gpt': model models/gpt not found: run notebooks/train.ipynb first "
+        "(workbench run notebooks/train.ipynb)"
+    )
+
+
+def test_engines_bind_elsewhere_only_with_keys_kept_private(project: Path) -> None:
+    _engine_project(project)
+    (project / "models/gpt").mkdir(parents=True)
+    (project / "models/gpt/config.json").write_text("{}")
+    proc = workbench("up", "--host", "0.0.0.0", cwd=project, env={"WORKBENCH_API_KEYS": ""})
+    assert proc.returncode == 2 and "without API keys" in proc.stderr
+    keys = project / ".workbench/api_keys"
+    keys.parent.mkdir()
+    keys.write_text("sk-one\n")
+    keys.chmod(0o644)
+    proc = workbench("up", "gpt", cwd=project, env={"WORKBENCH_API_KEYS": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: API keys file {keys} is open to other users (mode 0644); chmod 600 {keys}"
+    )
+    keys.chmod(0o600)
+    proc = workbench("up", "gpt", "--host", "0.0.0.0", cwd=project)
+    assert proc.returncode == 2 and "env 'tiny' is not built" in proc.stderr  # past the bind

@@ -1,10 +1,11 @@
 """The project: its root, its manifest (workbench.toml) and every path under .workbench/."""
 
 import difflib
+import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from workbench.errors import WorkbenchError, excerpt
@@ -50,13 +51,53 @@ class EnvEntry:
 
 @dataclass(frozen=True)
 class AppEntry:
-    """One Gradio app: its file, the env it runs in, its port and model."""
+    """One Gradio app: its file, the env it runs in, its port, and its model or the engine
+    it fronts."""
 
     name: str
     env: str
     file: Path
     port: int
     model: str | None = None  # a path (relative to the project) or a hub id
+    engine: str | None = None  # the [engines.NAME] this app streams from
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """One engine: a model served with an OpenAI-compatible API from its env, and how (see
+    `python -m workbench.runtime.engine --help` for each setting)."""
+
+    name: str
+    env: str
+    model: str  # a folder (relative to the project), pkg:PACKAGE/folder or hf:HUB_ID
+    port: int
+    task: str = "auto"  # generate (causal LMs), embed (encoders), or auto: from the model
+    workers: int = 0  # engine-core processes; 0: one, or one per GPU pinned for the env
+    threads: int = 1  # torch threads per worker
+    max_batch: int = 32
+    max_queue: int = 64
+    max_requests: int = 0  # recycle a worker after this many requests (0: never)
+    max_rss_mb: int = 0  # recycle a worker past this resident memory (0: never)
+    max_tokens: int = 512
+    max_prompt_tokens: int = 4096
+    max_body_kb: int = 1024
+    timeout: float = 300.0  # seconds a request may take, queue included
+
+
+# [engines.NAME] keys with their types and lower bounds (the rest of EngineEntry's fields)
+ENGINE_LIMITS = {
+    "workers": (int, 0),
+    "threads": (int, 1),
+    "max_batch": (int, 1),
+    "max_queue": (int, 0),
+    "max_requests": (int, 0),
+    "max_rss_mb": (int, 0),
+    "max_tokens": (int, 1),
+    "max_prompt_tokens": (int, 1),
+    "max_body_kb": (int, 1),
+    "timeout": (float, 0.001),
+}
+ENGINE_TASKS = ("auto", "generate", "embed")
 
 
 @dataclass(frozen=True)
@@ -66,6 +107,7 @@ class Project:
     envs: dict[str, EnvEntry] = field(default_factory=dict)
     apps: dict[str, AppEntry] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    engines: dict[str, EngineEntry] = field(default_factory=dict)
     # [notebooks]: a notebook file or folder (relative to root) -> the env its notebooks
     # run in when their kernelspec names no project kernel (`python3`, a conda env's name).
     notebooks: dict[str, str] = field(default_factory=dict)
@@ -168,6 +210,11 @@ class Project:
         return self.images_dir / app
 
     @property
+    def api_keys_path(self) -> Path:
+        """API keys of the project's engines, one a line (0600; WORKBENCH_API_KEYS adds more)."""
+        return self.state_dir / "api_keys"
+
+    @property
     def lab_token_path(self) -> Path:
         """The token of the JupyterLab that `workbench lab --detach` started (0600)."""
         return self.service_dir("lab") / "token"
@@ -204,6 +251,16 @@ class Project:
     def app(self, name: str) -> AppEntry:
         """The app called name, or an error that suggests the closest one."""
         return _lookup(self.apps, name, "app")
+
+    def engine(self, name: str) -> EngineEntry:
+        """The engine called name, or an error that suggests the closest one."""
+        return _lookup(self.engines, name, "engine")
+
+    def service(self, name: str) -> AppEntry | EngineEntry:
+        """The app or engine called name, or an error that suggests the closest one."""
+        if name in self.engines:
+            return self.engines[name]
+        return _lookup(self.apps | self.engines, name, "app or engine")
 
     def jupyter_env(self) -> dict[str, str]:
         """Environment variables that let stock Jupyter tools see the project kernels."""
@@ -294,16 +351,27 @@ def load(root: Path) -> Project:
             del envs[other]
         envs[env_name] = EnvEntry(env_name, spec_path, *_gpus(table.get("gpus"), where))
     _check_env_names(envs, manifest_path)
+    engines = {
+        engine_name: _engine(manifest_path, engine_name, table, envs)
+        for engine_name, table in _table(manifest, "engines", manifest_path).items()
+    }
     notebooks = _notebooks(root, manifest_path, _table(manifest, "notebooks", manifest_path), envs)
     apps = {
-        app_name: _app(root, manifest_path, app_name, table, envs)
+        app_name: _app(root, manifest_path, app_name, table, envs, engines)
         for app_name, table in _table(manifest, "apps", manifest_path).items()
     }
+    for engine_name in engines:
+        if engine_name in apps:
+            raise WorkbenchError(
+                f"{manifest_path}: [engines.{engine_name}] and [apps.{engine_name}] share a "
+                "name; services need names of their own"
+            )
     return Project(
         root=root,
         name=name,
         envs=envs,
         apps=apps,
+        engines=engines,
         manifest=manifest,
         notebooks=notebooks,
         configured_cache=configured_cache,
@@ -380,7 +448,9 @@ def check_ssh_host(value: object, where: str) -> str:
     return value
 
 
-def _app(root: Path, manifest_path: Path, name: str, table: object, envs: dict) -> AppEntry:
+def _app(
+    root: Path, manifest_path: Path, name: str, table: object, envs: dict, engines: dict
+) -> AppEntry:
     where = f"{manifest_path}: [apps.{excerpt(name)}]"
     if not ENV_NAME.fullmatch(name) or name == "lab":
         raise WorkbenchError(f"{where}: invalid app name (letters, digits, _ . -; not 'lab')")
@@ -397,7 +467,73 @@ def _app(root: Path, manifest_path: Path, name: str, table: object, envs: dict) 
     model = table.get("model")
     if model is not None and not isinstance(model, str):
         raise WorkbenchError(f"{where}: model = {excerpt(repr(model))}: expected a path or hub id")
-    return AppEntry(name, env, _inside(root, table["file"], f"{where}: file"), port, model)
+    engine = table.get("engine")
+    if engine is not None and (not isinstance(engine, str) or engine not in engines):
+        known = ", ".join(sorted(engines)) or "none"
+        close = difflib.get_close_matches(str(engine), engines, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise WorkbenchError(
+            f"{where}: engine = {excerpt(repr(engine))} is not an [engines.NAME] "
+            f"(known: {known}){hint}"
+        )
+    file = _inside(root, table["file"], f"{where}: file")
+    return AppEntry(name, env, file, port, model, engine)
+
+
+def _engine(manifest_path: Path, name: str, table: object, envs: dict) -> EngineEntry:
+    where = f"{manifest_path}: [engines.{excerpt(name)}]"
+    if not ENV_NAME.fullmatch(name) or name == "lab":
+        raise WorkbenchError(f"{where}: invalid engine name (letters, digits, _ . -; not 'lab')")
+    if not isinstance(table, dict):
+        raise WorkbenchError(f"{where}: expected a table with env, model and port")
+    known = {f.name for f in fields(EngineEntry)} - {"name"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise WorkbenchError(
+            f"{where}: unknown key '{excerpt(unknown[0])}'{hint}; valid keys: "
+            + ", ".join(sorted(known))
+        )
+    missing = [key for key in ("env", "model") if key not in table]
+    if missing:
+        raise WorkbenchError(f"{where}: missing {', '.join(missing)}")
+    env = table["env"]
+    if not isinstance(env, str) or env not in envs:
+        known_envs = ", ".join(sorted(envs)) or "none"
+        raise WorkbenchError(
+            f"{where}: env = {excerpt(repr(env))} is not an env (known: {known_envs})"
+        )
+    model = table["model"]
+    if not isinstance(model, str) or not model.strip() or "\0" in model:
+        raise WorkbenchError(
+            f"{where}: model = {excerpt(repr(model))}: expected a folder in the project, "
+            "pkg:PACKAGE/folder or hf:HUB_ID"
+        )
+    task = table.get("task", "auto")
+    if task not in ENGINE_TASKS:
+        raise WorkbenchError(
+            f"{where}: task = {excerpt(repr(task))}: expected one of {', '.join(ENGINE_TASKS)}"
+        )
+    values = {}
+    for key, (kind, low) in ENGINE_LIMITS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if (
+            not number
+            or not math.isfinite(value)
+            or (kind is int and not isinstance(value, int))
+            or value < low
+        ):
+            what = "a whole number" if kind is int else "a number"
+            raise WorkbenchError(
+                f"{where}: {key} = {excerpt(repr(value))}: expected {what} >= {low:g}"
+            )
+        values[key] = kind(value)
+    port = _port(table.get("port", 8000), where)
+    return EngineEntry(name, env, model, port, task, **values)
 
 
 def _gpus(given: object, where: str) -> tuple[tuple[str, ...] | None, int | None]:

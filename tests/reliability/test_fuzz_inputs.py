@@ -434,7 +434,9 @@ def _fields(*keys: str) -> st.SearchStrategy[dict[str, str]]:
 
 manifests = st.builds(
     lambda top, tables: "".join(f"{k} = {v}\n" for k, v in top.items()) + "".join(tables),
-    st.dictionaries(st.sampled_from(["project", "envs", "apps", "lab"]), toml_values, max_size=1),
+    st.dictionaries(
+        st.sampled_from(["project", "envs", "apps", "engines", "lab"]), toml_values, max_size=1
+    ),
     st.lists(
         _fields("name").map(lambda f: _table("project", f))
         | _fields("port", "host", "ssh_host").map(lambda f: _table("lab", f))
@@ -444,7 +446,12 @@ manifests = st.builds(
         | st.builds(
             lambda n, f: _table(f"apps.{json.dumps(n)}", f),
             table_names,
-            _fields("env", "file", "port", "model"),
+            _fields("env", "file", "port", "model", "engine"),
+        )
+        | st.builds(
+            lambda n, f: _table(f"engines.{json.dumps(n)}", f),
+            table_names,
+            _fields("env", "model", "port", "workers", "max_batch", "timeout", "task"),
         ),
         max_size=4,
     ),
@@ -456,6 +463,10 @@ manifests = st.builds(
 @example(manifest="[lab]\nport = 99999\n")
 @example(manifest='[envs.a]\nspec = "/etc/hostname"\n')
 @example(manifest="x = " + "[" * 5000)
+@example(manifest='[engines.e]\nenv = "a"\nmodel = "m"\nworkers = 1e400\n')
+@example(
+    manifest='[engines.e]\nenv = "a"\nmodel = "m"\n[apps.x]\nenv = "a"\nfile = "x.py"\nengine = 1\n'
+)
 def test_random_manifests(sandbox: Sandbox, manifest: str) -> None:
     """workbench.toml with random tables, wrong types, out-of-range ports, paths outside
     the project, bad names and garbage: `env list` and `kernels` answer or name the file."""

@@ -1,4 +1,4 @@
-"""`workbench serve|up|ps|down|logs|lab|tunnel`: apps, JupyterLab, and the way in."""
+"""`workbench serve|up|ps|down|logs|lab|tunnel`: engines, apps, JupyterLab, and the way in."""
 
 import argparse
 import shlex
@@ -11,8 +11,9 @@ from workbench import project as projects
 from workbench.commands import gpus
 from workbench.console import err, escape, out
 from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.gpus import assign
 from workbench.results import Result
-from workbench.serving import apps, lab, net, services, tunnel
+from workbench.serving import apps, engines, lab, net, services, tunnel
 from workbench.serving.state import Health, Kind, Service
 
 HEALTH_TIMEOUT = lab.HEALTH_TIMEOUT
@@ -40,10 +41,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "serve",
         parents=[common, bind, via],
-        help="run one app in the foreground",
-        description="Run a Gradio app in its env's interpreter until Ctrl-C.",
+        help="run one app or engine in the foreground",
+        description="Run a Gradio app or an engine in its env's interpreter until Ctrl-C "
+        "(an app that fronts an engine needs that engine running: `workbench up ENGINE`).",
     )
-    p.add_argument("app", metavar="APP")
+    p.add_argument("app", metavar="NAME")
     p.add_argument("--port", type=int, help="default: the manifest's, or the next free one")
     gpus.add_wait_option(p)
     p.set_defaults(handler=cmd_serve)
@@ -51,11 +53,13 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "up",
         parents=[common, bind, via],
-        help="start apps in the background",
-        description="Start apps (default: all) under a supervisor that restarts "
-        "them when they crash; returns once each is healthy.",
+        help="start engines and apps in the background",
+        description="Start engines and apps (default: all; an app's engine starts with it) "
+        "under a supervisor that restarts them when they crash; returns once each is healthy. "
+        "Engines check API keys when WORKBENCH_API_KEYS or .workbench/api_keys (0600) has "
+        "some; binding anything but 127.0.0.1 needs them (and --auth for apps).",
     )
-    p.add_argument("apps", nargs="*", metavar="APP")
+    p.add_argument("apps", nargs="*", metavar="NAME")
     gpus.add_wait_option(p)
     p.add_argument(
         "--timeout",
@@ -67,17 +71,19 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_up)
 
-    p = sub.add_parser("ps", parents=[common], help="running apps and JupyterLab")
+    p = sub.add_parser("ps", parents=[common], help="running engines, apps and JupyterLab")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_ps)
 
-    p = sub.add_parser("down", parents=[common], help="stop apps (default: all, and lab)")
-    p.add_argument("apps", nargs="*", metavar="APP")
+    p = sub.add_parser(
+        "down", parents=[common], help="stop engines and apps (default: all, and lab)"
+    )
+    p.add_argument("apps", nargs="*", metavar="NAME")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_down)
 
-    p = sub.add_parser("logs", parents=[common], help="an app's log")
-    p.add_argument("app", metavar="APP")
+    p = sub.add_parser("logs", parents=[common], help="an engine's or app's log")
+    p.add_argument("app", metavar="NAME")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
     p.set_defaults(handler=cmd_logs)
@@ -111,9 +117,9 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p = sub.add_parser(
         "tunnel",
         parents=[common, via],
-        help="ssh -L to JupyterLab and the apps",
+        help="ssh -L to JupyterLab, the engines and the apps",
         description="On the server, --print prints one `ssh -N -L …` line for "
-        "JupyterLab and every running app. On the laptop, `tunnel USER@HOST` "
+        "JupyterLab and every running engine and app. On the laptop, `tunnel USER@HOST` "
         "asks the server for its running services, forwards each (a free local "
         "port where the same one is taken), prints the local URLs and stays up "
         "(reconnecting) until Ctrl-C.",
@@ -146,7 +152,27 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     p.set_defaults(handler=cmd_tunnel)
 
 
-def _start_app(
+def _kind(project: projects.Project, name: str) -> Kind:
+    return Kind.ENGINE if name in project.engines else Kind.APP
+
+
+def _command(
+    project: projects.Project,
+    name: str,
+    host: str,
+    port: int,
+    auth: str | None,
+    gpus: assign.Assignment,
+) -> tuple[list[str], dict[str, str]]:
+    """What runs a service with the GPUs it was given: its argv and extra environment."""
+    entry = project.service(name)
+    if isinstance(entry, projects.EngineEntry):
+        return engines.command(project, entry, host, port, gpus)
+    argv, env = apps.command(project, entry, host, port, auth, gpus)
+    return argv, {**env, **engines.front_env(project, entry)}
+
+
+def _start(
     project: projects.Project,
     name: str,
     host: str,
@@ -154,69 +180,123 @@ def _start_app(
     taken: set[int],
     wait: float | None,
 ) -> int:
-    app = project.app(name)
-    port = net.pick_port(app.port, host, taken)
-    if port != app.port:
-        err.print(f"{name}: port {app.port} is in use, using {port}")
-    apps.start(project, app, host, port, auth, wait, gpus.say_waiting)
+    entry = project.service(name)
+    port = net.pick_port(entry.port, host, taken)
+    if port != entry.port:
+        err.print(f"{name}: port {entry.port} is in use, using {port}")
+    services.start_leased(
+        project,
+        name,
+        _kind(project, name),
+        entry.env,
+        host,
+        port,
+        lambda leased: _command(project, name, host, port, auth, leased),
+        wait,
+        gpus.say_waiting,
+    )
     return port
+
+
+def _check_bind(project: projects.Project, names: list[str], host: str, auth: str | None) -> None:
+    if any(name in project.apps for name in names):
+        apps.check_bind(host, auth)
+    if any(name in project.engines for name in names):
+        engines.check_bind(host, project)
 
 
 def cmd_serve(args: argparse.Namespace, project: projects.Project) -> Result:
     auth = apps.auth_from(args.auth)
-    apps.check_bind(args.host, auth)
-    app = project.app(args.app)
-    if services.running(project, app.name):
+    entry = project.service(args.app)
+    _check_bind(project, [entry.name], args.host, auth)
+    if services.running(project, entry.name):
         raise WorkbenchError(
-            f"{app.name} is already running in the background (`workbench down {app.name}` first)"
+            f"{entry.name} is already running in the background "
+            f"(`workbench down {entry.name}` first)"
+        )
+    engine = getattr(entry, "engine", None)
+    if engine and not services.running(project, engine):
+        raise WorkbenchError(
+            f"{entry.name} fronts engine {engine}, which is not running: `workbench up {engine}`"
         )
     if args.port and not net.port_is_free(args.port, args.host):
         raise WorkbenchError(f"port {args.port} is in use")
-    port = args.port or net.pick_port(app.port, args.host)
-    if port != app.port:
-        err.print(f"port {app.port} is in use, using {port}")
-    leased = apps.gpus_for(project, app, args.wait, gpus.say_waiting)
-    argv, env = apps.command(project, app, args.host, port, auth, leased)
+    port = args.port or net.pick_port(entry.port, args.host)
+    if port != entry.port:
+        err.print(f"port {entry.port} is in use, using {port}")
+    kind = _kind(project, entry.name)
+    where = f"http://127.0.0.1:{port}/" + ("v1" if kind == Kind.ENGINE else "")
     via = _destination(args, project)
-
-    def announce() -> None:
-        err.print(f"[green]serving[/] {app.name} at http://127.0.0.1:{port}/ (Ctrl-C stops)")
-        err.print(tunnel.line(via, [tunnel.Forward(app.name, port, port)]), markup=False)
-
-    url = net.health_url(Kind.APP, port)
+    leased = services.gpus_for(project, kind, entry.name, entry.env, args.wait, gpus.say_waiting)
     try:
-        code = services.foreground(argv, env, project.root, url, announce, f"serving {app.name}")
+        argv, env = _command(project, entry.name, args.host, port, auth, leased)
+
+        def announce() -> None:
+            err.print(f"[green]serving[/] {entry.name} at {where} (Ctrl-C stops)")
+            forward = tunnel.Forward(entry.name, port, port)
+            err.print(tunnel.line(via, [forward]), markup=False)
+
+        url = net.health_url(kind, port)
+        code = services.foreground(argv, env, project.root, url, announce, f"serving {entry.name}")
     finally:
         leased.release()
     return Result(code=code)
 
 
+def _wanted(project: projects.Project, names: list[str]) -> list[str]:
+    """The services to start, engines first: all of them, or those named plus the engines
+    the named apps front."""
+    if not names:
+        names = sorted(project.engines) + sorted(project.apps)
+    if not names:
+        raise WorkbenchError(
+            "nothing to start in workbench.toml ([engines.NAME] with env, model, port; "
+            "[apps.NAME] with env, file, port)"
+        )
+    for name in names:
+        project.service(name)
+    fronted = [project.apps[n].engine for n in names if n in project.apps]
+    wanted = [n for n in dict.fromkeys(names + [e for e in fronted if e])]
+    return sorted(wanted, key=lambda n: n not in project.engines)
+
+
 def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
     auth = apps.auth_from(args.auth)
-    apps.check_bind(args.host, auth)
+    names = _wanted(project, args.apps)
+    _check_bind(project, names, args.host, auth)
     via = _destination(args, project)
-    names = args.apps or sorted(project.apps)
-    if not names:
-        raise WorkbenchError("no apps in workbench.toml ([apps.NAME] with env, file, port)")
-    for name in names:
-        project.app(name)
     taken: set[int] = {s.port for s in services.listed(project)}
-    started = []
-    for name in names:
-        current = services.running(project, name)
-        if current:
-            err.print(f"{name}: already running at {current.url}")
-            continue
-        taken.add(_start_app(project, name, args.host, auth, taken, args.wait))
-        started.append(name)
     code = 0
-    for name in started:
-        try:
-            service = services.wait_healthy(project, name, args.timeout)
-            err.print(f"[green]✓[/] {name} healthy at {service.url}")
-        except WorkbenchError as exc:
-            err.print(f"[red]✗[/] {escape(exc.message)}")
-            code = max(code, exc.exit_code)
+    failed: set[str] = set()
+    # engines first: an app that fronts one reads its port when it starts
+    for group in (
+        [n for n in names if n in project.engines],
+        [n for n in names if n in project.apps],
+    ):
+        started = []
+        for name in group:
+            current = services.running(project, name)
+            engine = getattr(project.service(name), "engine", None)
+            try:
+                if current:
+                    err.print(f"{name}: already running at {current.url}")
+                    continue
+                if engine in failed:
+                    raise WorkbenchError(f"{name}: not started, its engine {engine} failed")
+                taken.add(_start(project, name, args.host, auth, taken, args.wait))
+                started.append(name)
+            except WorkbenchError as exc:
+                if len(names) == 1:
+                    raise
+                err.print(f"[red]✗[/] {escape(exc.message)}")
+                code, failed = max(code, exc.exit_code), failed | {name}
+        for name in started:
+            try:
+                service = services.wait_healthy(project, name, args.timeout)
+                err.print(f"[green]✓[/] {name} healthy at {service.url}")
+            except WorkbenchError as exc:
+                err.print(f"[red]✗[/] {escape(exc.message)}")
+                code, failed = max(code, exc.exit_code), failed | {name}
     listed = services.listed(project)
     return Result([s.to_json() for s in listed], lambda: _print_tunnel(listed, via), code)
 
@@ -230,6 +310,7 @@ def cmd_ps(args: argparse.Namespace, project: projects.Project) -> Result:
 def _show_ps(listed: list[Service]) -> None:
     table = Table(
         "name",
+        "kind",
         "env",
         "pid",
         "port",
@@ -244,6 +325,7 @@ def _show_ps(listed: list[Service]) -> None:
         colour = {Health.HEALTHY: "green", Health.STARTING: "yellow"}.get(s.health, "red")
         table.add_row(
             s.name,
+            s.kind,
             s.env or "-",
             str(s.pid or "-"),
             str(s.port),
@@ -267,7 +349,7 @@ def cmd_down(args: argparse.Namespace, project: projects.Project) -> Result:
     names = args.apps or [s.name for s in services.listed(project)]
     for name in args.apps:
         if name != lab.NAME:
-            project.app(name)
+            project.service(name)
     stopped = {name: services.stop(project, name) for name in names}
 
     def show() -> None:
@@ -279,7 +361,7 @@ def cmd_down(args: argparse.Namespace, project: projects.Project) -> Result:
 
 def cmd_logs(args: argparse.Namespace, project: projects.Project) -> Result:
     if args.app != lab.NAME:
-        project.app(args.app)
+        project.service(args.app)
     path = project.log_path(args.app)
     if not path.is_file():
         raise WorkbenchError(f"no log for {args.app} yet (start it with `workbench up {args.app}`)")
@@ -374,7 +456,8 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> Re
             forwards.append(tunnel.Forward("ray-dashboard", dashboard, dashboard))
         if not forwards:
             raise WorkbenchError(
-                "nothing is running: start apps with `workbench up` (and `workbench lab --detach`)"
+                "nothing is running: start engines and apps with `workbench up` (and "
+                "`workbench lab --detach`)"
             )
         line = tunnel.line(destination, forwards)
         return Result({"ssh": line}, lambda: out.print(line, markup=False))

@@ -57,10 +57,12 @@ def config(app: str, level: str = "INFO") -> dict:
     }
 
 
-def fail(name: str, message: str, exc: BaseException | None = None, lines: int = 8) -> None:
-    """Why the server cannot run: one line on stderr (what the supervisor reports), then the
-    last lines of the traceback, indented, when there is one."""
-    sys.stderr.write(f"workbench app {name}: {message}".replace("\n", " ") + "\n")
+def fail(
+    name: str, message: str, exc: BaseException | None = None, lines: int = 8, kind: str = "app"
+) -> None:
+    """Why the server (an app or an engine) cannot run: one line on stderr (what the
+    supervisor reports), then the last lines of the traceback, indented, when there is one."""
+    sys.stderr.write(f"workbench {kind} {name}: {message}".replace("\n", " ") + "\n")
     if exc is not None:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         sys.stderr.write("\n".join("  " + t for t in text.rstrip().splitlines()[-lines:]) + "\n")

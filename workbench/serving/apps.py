@@ -1,18 +1,14 @@
-"""Gradio apps as services: the command that serves one in its env (with the GPUs its env
-asks for, leased for as long as its supervisor lives), and who may bind where."""
+"""Gradio apps as services: the command that serves one in its env (with the GPUs it was
+given, see services.start_leased), and who may bind where."""
 
 import os
-import time
-from collections.abc import Callable
 
 from workbench.envs import builds
 from workbench.envs import spec as specs
 from workbench.errors import WorkbenchError
-from workbench.gpus import assign, leases
-from workbench.gpus.leases import Holder
+from workbench.gpus import assign
 from workbench.project import AppEntry, Project
-from workbench.serving import net, services
-from workbench.serving.state import Kind, ServiceState
+from workbench.serving import net
 
 AUTH_VARIABLE = "WORKBENCH_AUTH"
 
@@ -35,49 +31,6 @@ def check_bind(host: str, auth: str | None) -> None:
             f"--host {host} would expose the server to the network without a password; "
             f"set --auth USER:PASS or {AUTH_VARIABLE}, or reach it over `workbench tunnel`"
         )
-
-
-def gpus_for(
-    project: Project,
-    app: AppEntry,
-    wait: float | None = None,
-    on_wait: Callable[[str], None] = lambda _why: None,
-) -> assign.Assignment:
-    """The GPUs the app gets: its env's pin, or a lease on its env's count."""
-    entry = project.env(app.env)
-    holder = Holder("app", app.name, str(project.root))
-    return assign.assign(entry.gpus, entry.gpu_count, holder, wait=wait, on_wait=on_wait)
-
-
-def start(
-    project: Project,
-    app: AppEntry,
-    host: str,
-    port: int,
-    auth: str | None,
-    wait: float | None = None,
-    on_wait: Callable[[str], None] = lambda _why: None,
-) -> None:
-    """Start app under a supervisor; its GPU lease lives as long as the supervisor."""
-    gpus = gpus_for(project, app, wait, on_wait)
-    try:
-        argv, env = command(project, app, host, port, auth, gpus)
-        services.start(project, app.name, Kind.APP, argv, env, host, port, app.env)
-        if gpus.lease is not None:
-            leases.hand_over(gpus.lease, _supervisor_pid(project, app.name))
-    except BaseException:
-        gpus.release()
-        raise
-
-
-def _supervisor_pid(project: Project, name: str, timeout: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = ServiceState.read(project.service_dir(name) / services.STATE)
-        if state is not None:
-            return state.supervisor_pid
-        time.sleep(0.05)
-    raise WorkbenchError(f"{name}: its supervisor did not start (see `workbench logs {name}`)")
 
 
 def command(

@@ -1,5 +1,5 @@
-"""Services (apps and JupyterLab): started under a detached supervisor or in the foreground,
-listed, waited for, stopped.
+"""Services (engines, apps and JupyterLab): started under a detached supervisor or in the
+foreground, listed, waited for, stopped.
 
 A service lives in .workbench/apps/NAME/ (service.json, state.json, the app's tmp/) and
 logs to .workbench/logs/NAME.log. Everything binds 127.0.0.1 unless told otherwise, and
@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.gpus import assign, leases
+from workbench.gpus.leases import Holder
 from workbench.project import Project
 from workbench.serving import net
 from workbench.serving.state import (
@@ -84,7 +86,7 @@ def start(
     port: int,
     env_name: str | None,
 ) -> None:
-    """Start name under a detached supervisor (apps get a warm spare)."""
+    """Start name under a detached supervisor (apps and engines get a warm spare)."""
     folder = project.service_dir(name)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     project.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -96,11 +98,11 @@ def start(
         cwd=str(project.root),
         host=host,
         port=port,
-        url=f"http://{shown_host}:{port}/",
+        url=f"http://{shown_host}:{port}/" + ("v1" if kind == Kind.ENGINE else ""),
         log=str(project.log_path(name)),
         env_name=env_name,
         env=extra_env,
-        standby=kind == Kind.APP,
+        standby=kind in (Kind.APP, Kind.ENGINE),
     )
     spec.write(folder / SPEC, mode=0o600)  # it may hold the app's login
     (folder / STATE).unlink(missing_ok=True)
@@ -113,6 +115,55 @@ def start(
             stderr=log,
             start_new_session=True,
         )
+
+
+def gpus_for(
+    project: Project,
+    kind: Kind,
+    name: str,
+    env: str,
+    wait: float | None = None,
+    on_wait: Callable[[str], None] = lambda _why: None,
+) -> assign.Assignment:
+    """The GPUs a service gets: its env's pin, or a lease on its env's count."""
+    entry = project.env(env)
+    holder = Holder(kind, name, str(project.root))
+    return assign.assign(entry.gpus, entry.gpu_count, holder, wait=wait, on_wait=on_wait)
+
+
+def start_leased(
+    project: Project,
+    name: str,
+    kind: Kind,
+    env_name: str,
+    host: str,
+    port: int,
+    command: Callable[[assign.Assignment], tuple[list[str], dict[str, str]]],
+    wait: float | None = None,
+    on_wait: Callable[[str], None] = lambda _why: None,
+) -> None:
+    """Start a service (an app, an engine) under a supervisor with the GPUs its env asks
+    for; command(gpus) gives its argv and environment. The lease is handed to the
+    supervisor, so it lasts as long as the service, restarts included."""
+    gpus = gpus_for(project, kind, name, env_name, wait, on_wait)
+    try:
+        argv, env = command(gpus)
+        start(project, name, kind, argv, env, host, port, env_name)
+        if gpus.lease is not None:
+            leases.hand_over(gpus.lease, _supervisor_pid(project, name))
+    except BaseException:
+        gpus.release()
+        raise
+
+
+def _supervisor_pid(project: Project, name: str, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = ServiceState.read(project.service_dir(name) / STATE)
+        if state is not None:
+            return state.supervisor_pid
+        time.sleep(0.05)
+    raise WorkbenchError(f"{name}: its supervisor did not start (see `workbench logs {name}`)")
 
 
 def wait_healthy(project: Project, name: str, timeout: float) -> Service:

@@ -14,6 +14,7 @@ from workbench.jsonfiles import StateFile
 
 class Kind(StrEnum):
     APP = "app"
+    ENGINE = "engine"
     LAB = "lab"
 
 

@@ -1,4 +1,4 @@
-"""Keeps one service (a Gradio app or JupyterLab) running:
+"""Keeps one service (an engine, a Gradio app or JupyterLab) running:
 `python -m workbench.serving.supervisor DIR`.
 
 DIR/service.json says what to run; DIR/state.json says how it goes (pids, restarts,
@@ -8,10 +8,11 @@ model) or five quick failures in a row stop the restarts and leave status "faile
 SIGTERM stops the child (SIGTERM, then SIGKILL after a grace period) and removes
 state.json. The child gets SIGTERM if the supervisor itself dies.
 
-Apps get a warm spare (service.json "standby": true): once the child is healthy, a second
-runner starts with --standby, imports what the app imports and waits. When the child
-crashes, the spare is told to go and binds the same port: back in about a second instead of
-the whole import floor; a new spare starts once that one is healthy.
+Apps and engines get a warm spare (service.json "standby": true): once the child is healthy,
+a second one starts with --standby, imports what the app imports (an engine: loads its model
+in a zygote of its own) and waits. When the child crashes, the spare is told to go and binds
+the same port: back in about a second instead of the whole import floor; a new spare starts
+once that one is healthy.
 """
 
 import contextlib

@@ -1,0 +1,9 @@
+"""An engine per model: an OpenAI-compatible HTTP front (server, api, textproc, metrics,
+tracing) and the engine-core processes it starts (core, batching, embedding), joined by
+socketpairs (protocol) and managed by the front's pool (workers).
+
+`python -m workbench.runtime.engine --help` starts one; workbench.serving.engines builds its
+command line from workbench.toml. Like the rest of workbench.runtime this runs inside env
+interpreters: the standard library and the env's packages only, imported where they are used
+(a core imports torch; the front never does).
+"""
