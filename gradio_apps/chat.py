@@ -13,9 +13,10 @@ or standalone inside the env, next to a running engine:
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8000/v1),
 WORKBENCH_ENGINE_MODEL (the engine's name, default tinygpt), WORKBENCH_ENGINE_KEY (an API
-key, when the engine checks them), WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the
-engine to be healthy, default 120), WORKBENCH_MAX_BATCH (requests streamed at once, default
-32; twice as many may wait, then a request gets HTTP 503 "Queue is full").
+key, when the engine checks them; else the first of WORKBENCH_API_KEYS),
+WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine to be healthy, default 120),
+WORKBENCH_MAX_BATCH (requests streamed at once, default 32; twice as many may wait, then a
+request gets HTTP 503 "Queue is full").
 
 Streaming: each request is one streamed /v1/completions call; the Stop button or a closed tab
 cancels the Gradio event, which closes that call, and the engine drops the request at its
@@ -36,7 +37,11 @@ from workbench.runtime.stats import stats
 
 ENGINE = os.environ.get("WORKBENCH_ENGINE_URL", "http://127.0.0.1:8000/v1").rstrip("/")
 ENGINE_MODEL = os.environ.get("WORKBENCH_ENGINE_MODEL", "tinygpt")
-ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY")
+# a key of the engine's: the one `workbench up` passes, else the first of the keys the engine
+# checks when both run side by side (an image)
+ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY") or next(
+    iter(os.environ.get("WORKBENCH_API_KEYS", "").replace(",", " ").split()), None
+)
 
 MAX_PROMPT_CHARS = 2000
 MAX_NEW_TOKENS = 512

@@ -9,12 +9,11 @@ engine first (`workbench up search`), or standalone inside the env next to a run
     .workbench/envs/embed/bin/python gradio_apps/search.py
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8001/v1),
-WORKBENCH_ENGINE_MODEL (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API key,
-when the engine checks them), WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine
-to be healthy, default 120), WORKBENCH_INDEX (index folder, default
-PROJECT/models/pydoc-index), WORKBENCH_PROJECT (project root, default this file's parent's
-parent).
-"""
+WORKBENCH_ENGINE_MODEL (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API
+key, when the engine checks them; else the first of WORKBENCH_API_KEYS),
+WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine to be healthy, default 120),
+WORKBENCH_INDEX (index folder, default PROJECT/models/pydoc-index), WORKBENCH_PROJECT
+(project root, default this file's parent's parent). """
 
 from __future__ import annotations
 
@@ -34,7 +33,11 @@ PROJECT = Path(os.environ.get("WORKBENCH_PROJECT") or Path(__file__).resolve().p
 INDEX = Path(os.environ.get("WORKBENCH_INDEX") or PROJECT / "models" / "pydoc-index")
 ENGINE = os.environ.get("WORKBENCH_ENGINE_URL", "http://127.0.0.1:8001/v1").rstrip("/")
 ENGINE_MODEL = os.environ.get("WORKBENCH_ENGINE_MODEL", "minilm")
-ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY")
+# a key of the engine's: the one `workbench up` passes, else the first of the keys the engine
+# checks when both run side by side (an image)
+ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY") or next(
+    iter(os.environ.get("WORKBENCH_API_KEYS", "").replace(",", " ").split()), None
+)
 MAX_QUERY_CHARS = 500
 MAX_K = 20
 WARMUP_TIMEOUT_S = float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120"))

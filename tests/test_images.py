@@ -849,15 +849,18 @@ model.save_pretrained(out)  # safetensors writes model.safetensors with mode 060
 def test_demo_chat_image_generates_through_gradio_client(
     tmp_path: Path, podman: dict, base_image: str
 ) -> None:
-    """The shipped chat app, from the committed textgen lock (torch, transformers, gradio),
-    with a tiny random GPT baked in: 1.6 GB, about 2 minutes cold here, seconds warm."""
+    """The shipped chat app and the engine it fronts, from the committed textgen lock (torch,
+    transformers, gradio), with a tiny random GPT baked in: 1.6 GB, about 2 minutes cold
+    here, seconds warm. The app streams from the engine inside the container, and the
+    engine answers the official `openai` client on its own port."""
     root = tmp_path / "chatproj"
     for path in ("envs/textgen.yml", "envs/textgen.lock", "gradio_apps/chat.py"):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes((REPO / path).read_bytes())
     (root / "workbench.toml").write_text(
-        '[project]\nname = "imgtest"\n[apps.chat]\nenv = "textgen"\n'
-        'file = "gradio_apps/chat.py"\nmodel = "models/tiny-gpt"\n'
+        '[project]\nname = "imgtest"\n'
+        '[engines.tinygpt]\nenv = "textgen"\nmodel = "models/tiny-gpt"\nport = 8000\n'
+        '[apps.chat]\nenv = "textgen"\nfile = "gradio_apps/chat.py"\nengine = "tinygpt"\n'
     )
     textgen = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
     subprocess.run([textgen, "-c", TINY_GPT, root / "models" / "tiny-gpt"], check=True)
@@ -875,9 +878,20 @@ def test_demo_chat_image_generates_through_gradio_client(
         client = gradio_client.Client(data["run"]["url"], verbose=False)
         text = client.predict("The try statement", 12, 0.8, 50, api_name="/generate")
         assert isinstance(text, str) and text.strip()
-        # Once the chat app fronts an engine (issue 11, points 1-3), the image runs it too:
-        # call it here with the official `openai` client (base_url = the engine's /v1 on its
-        # port in the image's services file) and compare with the text above.
+        import openai
+
+        engine = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{data['run']['ports']['tinygpt']}/v1", api_key="none"
+        )
+        asked = {"model": "tinygpt", "prompt": "The try statement", "max_tokens": 8}
+        whole = engine.completions.create(**asked, temperature=0).choices[0].text
+        streamed = engine.completions.create(**asked, temperature=0, stream=True)
+        assert whole and "".join(chunk.choices[0].text for chunk in streamed) == whole
+        labels = json.loads(run_podman(podman, "inspect", name))[0]["Config"]["Labels"]
+        assert (labels["workbench.model"], labels["workbench.engine"]) == (
+            "models/tiny-gpt",
+            "tinygpt",
+        )
         started = time.monotonic()
         run_podman(podman, "stop", "--time", "10", name)
         report(f"chat image stop on SIGTERM: {time.monotonic() - started:.1f} s")

@@ -114,14 +114,15 @@ def cmd_image(args: argparse.Namespace, project: projects.Project) -> Result:
         with progress(f"starting {recipe.tag}") as update:
             update("waiting for health")
             running = images.start(recipe, built.id, builder, mounts, args.port, args.timeout)
-        forward = tunnel.Forward(recipe.app.name, running.port, running.port)
-        ssh = tunnel.line(tunnel.default_destination(), [forward])
+        forwards = [tunnel.Forward(name, port, port) for name, port in running.ports.items()]
+        ssh = tunnel.line(tunnel.default_destination(recipe.project.ssh_host), forwards)
         stop = f"{builders.runner(builder).name} stop {running.container}"
         data["run"] = {
             "container": running.container,
             "id": running.id,
             "url": running.url,
             "port": running.port,
+            "ports": running.ports,
             "seconds_to_healthy": running.seconds,
             "ssh": ssh,
             "stop": stop,

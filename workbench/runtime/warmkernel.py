@@ -68,9 +68,7 @@ def restore():
         del shell.user_ns[name]
     roots = _env_roots()
     unloaded = [
-        name
-        for name in set(sys.modules) - _saved["modules"]
-        if not _is_env_module(name, roots)
+        name for name in set(sys.modules) - _saved["modules"] if not _is_env_module(name, roots)
     ]
     for name in unloaded:
         del sys.modules[name]

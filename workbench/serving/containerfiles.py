@@ -108,6 +108,7 @@ class Recipe:
     git_commit: str | None
     git_dirty: bool | None
     warnings: list[str] = field(default_factory=list)
+    engine: str | None = None  # the engine the app fronts, which the image runs too
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,13 @@ def labels(recipe: Recipe) -> dict[str, str]:
         "workbench.spec-hash": lock.spec_hash,
         "workbench.lock-hash": lock.body_hash,
         "workbench.model.mode": model.mode,
+        **({"workbench.engine": recipe.engine} if recipe.engine else {}),
     }
     if recipe.git_commit:
         found["org.opencontainers.image.revision"] = recipe.git_commit
         found["workbench.git-dirty"] = str(bool(recipe.git_dirty)).lower()
     if model.value:
-        found["workbench.model"] = app.model or ""
+        found["workbench.model"] = model.given or ""
         found["workbench.model.path"] = model.value
     if model.run_id:
         found["workbench.model.run"] = model.run_id
@@ -383,8 +385,8 @@ def _code_files(recipe: Recipe) -> dict[str, bytes | Path]:
     the project; only the app file when it sits at the project root)."""
     package = Path(workbench.__file__).parent
     files: dict[str, bytes | Path] = {"workbench/workbench/__init__.py": package / "__init__.py"}
-    for source in sorted((package / "runtime").glob("*.py")):
-        files[f"workbench/workbench/runtime/{source.name}"] = source
+    for source in sorted((package / "runtime").rglob("*.py")):  # engine/ too
+        files[f"workbench/workbench/{source.relative_to(package).as_posix()}"] = source
     services = {"version": 1, "services": [s.to_json() for s in recipe.services]}
     files["workbench/services.json"] = (json.dumps(services, indent=1) + "\n").encode()
     root, app_file = recipe.project.root.resolve(), recipe.app.file.resolve()

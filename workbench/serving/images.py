@@ -21,9 +21,9 @@ from workbench.envs import spec as specs
 from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.jsonfiles import StateFile
 from workbench.notebooks import records
-from workbench.project import AppEntry, Project
+from workbench.project import AppEntry, EngineEntry, Project
 from workbench.runtime import launcher
-from workbench.serving import builders, net
+from workbench.serving import builders, engines, net
 from workbench.serving.builders import Builder, BuildRequest, Progress
 from workbench.serving.containerfiles import LAYOUT, Context, ImageService, Layout, Recipe
 from workbench.serving.provenance import Model, model_of, unreadable
@@ -111,12 +111,12 @@ def recipe(
     base = base_image or _default_base(kind, lock, entry.lock_path)
     if kind == "uv" and conda_image:
         raise WorkbenchError(f"--conda-image: env '{app.env}' is a uv env ({entry.lock_path})")
-    model = model_of(project, app, model_mode, LAYOUT.models, warnings)
+    engine = _fronted_engine(project, app)
+    model = model_of(project, engine or app, model_mode, LAYOUT.models, warnings)
     variables = {str(k): str(v) for k, v in spec.variables.items()}
-    # The engine this app fronts (issue 11, points 1-3) joins here as one more ImageService,
-    # made by the engine side's command function for LAYOUT (public_needs: its API keys),
-    # listed before the app, whose env then names the engine as http://127.0.0.1:{port:NAME}.
-    services = [app_service(project, app, LAYOUT, model, variables)]
+    services = [app_service(project, app, LAYOUT, model, variables, engine)]
+    if engine is not None:  # first: the app reaches it as http://127.0.0.1:{port:ENGINE}
+        services.insert(0, engine_service(engine, LAYOUT, model, variables, lock))
     commit, dirty = records.git_state(project.root)
     return Recipe(
         project=project,
@@ -132,6 +132,7 @@ def recipe(
         git_commit=commit,
         git_dirty=dirty,
         warnings=warnings,
+        engine=engine.name if engine else None,
     )
 
 
@@ -181,19 +182,63 @@ def _drop_pairs(options: list[str], name: str) -> list[str]:
     return kept
 
 
+def _fronted_engine(project: Project, app: AppEntry) -> EngineEntry | None:
+    """The engine the app fronts, which its image runs too; an image holds one env."""
+    if app.engine is None:
+        return None
+    engine = project.engine(app.engine)
+    if engine.env != app.env:
+        raise WorkbenchError(
+            f"app '{app.name}' fronts engine '{engine.name}' of env '{engine.env}', and an "
+            f"image holds one env ('{app.env}'): serve the engine from the app's env to image "
+            "them together"
+        )
+    return engine
+
+
 def app_service(
-    project: Project, app: AppEntry, layout: Layout, model: Model, variables: dict[str, str]
+    project: Project,
+    app: AppEntry,
+    layout: Layout,
+    model: Model,
+    variables: dict[str, str],
+    engine: EngineEntry | None = None,
 ) -> ImageService:
     """The app runner in the image, as `workbench up` runs it (with the env spec's
-    variables), with the image's paths."""
+    variables), with the image's paths; an app that fronts an engine reaches it in the
+    container (a key from WORKBENCH_API_KEYS, as the engine checks them)."""
     env = {**variables, "WORKBENCH_ENV": app.env, "WORKBENCH_PROJECT": layout.root}
-    if model.value:
+    if engine is not None:
+        env["WORKBENCH_ENGINE_URL"] = f"http://127.0.0.1:{{port:{engine.name}}}/v1"
+        env["WORKBENCH_ENGINE_MODEL"] = engine.name
+    elif model.value:
         env["WORKBENCH_MODEL"] = model.value
     argv = [layout.python, "-m", "workbench.runtime.app_runner"]
     argv += ["--app", f"{layout.root}/{app.file.relative_to(project.root).as_posix()}"]
     argv += ["--name", app.name, "--host", "{host}", "--port", "{port}", "--root", layout.root]
     argv += ["--state-dir", f"{layout.state}/apps/{app.name}"]
     return ImageService(name=app.name, argv=argv, env=env, port=app.port)
+
+
+def engine_service(
+    engine: EngineEntry, layout: Layout, model: Model, variables: dict[str, str], lock: locks.Lock
+) -> ImageService:
+    """The engine in the image, with the same command line `workbench up` gives it; it
+    checks the keys of WORKBENCH_API_KEYS, which binding beyond loopback needs."""
+    env = {
+        **variables,
+        "WORKBENCH_ENV": engine.env,
+        "WORKBENCH_LOCK_HASH": lock.body_hash,
+        "PYTHONUNBUFFERED": "1",
+    }
+    argv = [layout.python, *engines.arguments(engine, model.value or "", "{host}", "{port}")]
+    return ImageService(
+        name=engine.name,
+        argv=argv,
+        env=env,
+        port=engine.port,
+        public_needs=(engines.KEYS_VARIABLE,),
+    )
 
 
 # --- building, linting, SBOM ----------------------------------------------------------------
@@ -289,6 +334,7 @@ class Running:
     url: str
     port: int
     seconds: float
+    ports: dict[str, int]  # every service of the image: the app's, its engine's
 
 
 def volumes(recipe: Recipe) -> list[str]:
@@ -323,7 +369,11 @@ def start(
     port = port or net.pick_port(app.port, "127.0.0.1")
     if not net.port_is_free(port):
         raise WorkbenchError(f"port {port} is in use")
-    env = {launcher.port_variable(app.name): str(port)}
+    ports = {app.name: port}
+    for service in recipe.services:  # the host's ports are the container's (host network)
+        if service.name not in ports:
+            ports[service.name] = net.pick_port(service.port, "127.0.0.1", set(ports.values()))
+    env = {launcher.port_variable(name): str(number) for name, number in ports.items()}
     started = time.monotonic()
     container = runner.run_detached(image, name, env, mounts)
     health = net.health_url(Kind.APP, port)
@@ -344,4 +394,4 @@ def start(
             )
         time.sleep(HEALTH_POLL_S)
     seconds = round(time.monotonic() - started, 2)
-    return Running(name, container, f"http://127.0.0.1:{port}/", port, seconds)
+    return Running(name, container, f"http://127.0.0.1:{port}/", port, seconds, ports)

@@ -1,5 +1,6 @@
-"""Where an app's model comes from: its folder in the project (or a hub id), the model card
-beside it, and the recorded run that wrote it.
+"""Where an image's model comes from (the engine's, else the app's): its folder in the
+project (or a hub id, or a folder in an installed package), the model card beside it, and
+the recorded run that wrote it.
 
 Run records do not list the files a run wrote; the producing run is the successful run during
 which the folder's newest file was written and whose parameters (given, or the notebook's
@@ -13,73 +14,84 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError, excerpt
 from workbench.notebooks import records
-from workbench.project import AppEntry, Project
+from workbench.project import AppEntry, EngineEntry, Project
 
 MODEL_MODES = ("mount", "bake")
 
 
 @dataclass(frozen=True)
 class Model:
-    """The app's model: a project folder (baked in, or mounted at run time), a hub id, or
-    none; with the model card found in the folder and the run that wrote it."""
+    """The model: a project folder (baked in, or mounted at run time), a reference the env
+    resolves itself (a hub id, or pkg:PACKAGE/folder for a model an installed package ships),
+    or none; with the model card found in the folder and the run that wrote it."""
 
-    mode: str  # "bake", "mount", "hub" or "none"
+    mode: str  # "bake", "mount", "hub", "package" or "none"
+    given: str | None = None  # as the manifest names it
     source: Path | None = None
     target: str | None = None
-    hub_id: str | None = None
+    reference: str | None = None
     card: dict | None = None
     run_id: str | None = None
 
     @property
     def value(self) -> str | None:
-        """What the app gets as WORKBENCH_MODEL."""
-        return self.target or self.hub_id
+        """What the service gets: the app's WORKBENCH_MODEL, the engine's --model."""
+        return self.target or self.reference
 
 
 def model_of(
-    project: Project, app: AppEntry, mode: str, models_dir: str, warnings: list[str]
+    project: Project,
+    owner: AppEntry | EngineEntry,
+    mode: str,
+    models_dir: str,
+    warnings: list[str],
 ) -> Model:
-    """The app's model for an image (in models_dir there): its folder with card and
-    producing run, or a hub id."""
+    """The model of an app or engine for an image (in models_dir there): its folder with
+    card and producing run, or a reference the env resolves."""
     if mode not in MODEL_MODES:
         raise WorkbenchError(f"--model {excerpt(mode)}: choose {' or '.join(MODEL_MODES)}")
-    if not app.model:
+    kind = "engine" if isinstance(owner, EngineEntry) else "app"
+    model, where = owner.model, f"{kind} '{owner.name}'"
+    if not model:
         return Model("none")
-    folder = project.root / app.model
+    if model.startswith("pkg:"):  # a folder an installed package ships: in the env already
+        return Model("package", given=model, reference=model)
+    folder = project.root / model
     if not folder.exists():
-        first = Path(app.model).parts[0]
-        if app.model.startswith((".", "/")) or (project.root / first).is_dir():
+        first = Path(model).parts[0]
+        if model.startswith((".", "/")) or (project.root / first).is_dir():
             raise WorkbenchError(
-                f"app '{app.name}': model folder {app.model} does not exist yet; run the "
+                f"{where}: model folder {model} does not exist yet; run the "
                 "notebook that writes it (`workbench run NOTEBOOK`)"
             )
         if mode == "bake":
             raise WorkbenchError(
-                f"app '{app.name}': model {excerpt(app.model)} is a hub id, not a project "
+                f"{where}: model {excerpt(model)} is a hub id, not a project "
                 "folder; --model bake needs a folder"
             )
         warnings.append(
-            f"model {app.model} is a hub id: the container must download it when it starts "
-            "(give it network and HF_HUB_OFFLINE=0), or point the app at a project folder"
+            f"model {model} is a hub id: the container must download it when it starts "
+            f"(give it network and HF_HUB_OFFLINE=0), or point the {kind} at a project folder"
         )
-        return Model("hub", hub_id=app.model)
+        return Model("hub", given=model, reference=model)
     if not folder.is_dir():
-        raise WorkbenchError(f"app '{app.name}': model {app.model} is not a folder")
+        raise WorkbenchError(f"{where}: model {model} is not a folder")
     hidden = unreadable(folder)
     if mode == "mount" and hidden:
         warnings.append(
             f"{hidden[0]} is not readable by others: the image's "
-            f"user cannot read it from a volume (chmod -R a+rX {app.model}, or --model bake)"
+            f"user cannot read it from a volume (chmod -R a+rX {model}, or --model bake)"
         )
     card = _card(folder / "model_card.json", warnings)
     producer = producing_run(project, folder)
     if producer is None:
         warnings.append(
-            f"no recorded run wrote {app.model}: the image's model.run label stays empty "
+            f"no recorded run wrote {model}: the image's model.run label stays empty "
             "(train it with `workbench run` to record where it came from)"
         )
     return Model(
         mode=mode,
+        given=model,
         source=folder.resolve(),
         target=f"{models_dir}/{folder.resolve().name}",
         card=card,
