@@ -244,6 +244,47 @@ def test_real_conda_kernel_starts_activated_and_interrupts(
         km.shutdown_kernel(now=True)
 
 
+def test_real_conda_apps_and_engines_start_activated_as_kernels_do(
+    built: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apps and engines of a conda env start their python the way its kernels do
+    (activate.d scripts, PATH, CONDA_PREFIX, the spec's variables), not bare."""
+    from workbench import project as projects
+    from workbench.envs import builds
+    from workbench.gpus import assign
+    from workbench.project import AppEntry
+    from workbench.serving import apps
+
+    assert built["created"].returncode == 0
+    for key, value in built["env"].items():
+        monkeypatch.setenv(key, value)
+    project = projects.load(built["root"])
+    python = builds.python_command(project, "realc")
+    assert "workbench.runtime.activate" in python
+    app_file = built["root"] / "app.py"
+    app_file.write_text("import gradio\n")
+    app = AppEntry("probe", "realc", app_file, 7860)
+    argv, _env = apps.command(
+        project, app, "127.0.0.1", 7860, None, assign.Assignment(None, "none")
+    )
+    assert argv[: len(python)] == python and argv[len(python) :][:2] == [
+        "-m",
+        "workbench.runtime.app_runner",
+    ]
+    proc = subprocess.run(
+        [*python, "-c", KERNEL_PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    prefix = prefix_of(built)
+    assert proc.stdout.split() == [
+        str(prefix),
+        str(prefix),
+        f"{prefix}/bin",
+        "1",
+        "hello",
+        f"{prefix}/bin/pip",
+    ]
+
+
 def test_real_conda_lock_and_locked_rebuild_reproduce_the_pip_part(
     built: dict, real_conda: RealConda
 ) -> None:

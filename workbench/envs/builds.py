@@ -474,6 +474,13 @@ def require_built(project: Project, name: str) -> Path:
     return prefix
 
 
+def python_command(project: Project, name: str) -> list[str]:
+    """What starts env name's python as its kernels start it: activated in conda-family
+    envs (activate.d scripts, PATH, CONDA_PREFIX), the interpreter itself in uv envs."""
+    prefix = require_built(project, name)
+    return backends.get(EnvRecord.of(prefix).backend).run_python(prefix)
+
+
 def remove(project: Project, name: str) -> list[Path]:
     """Delete every build of env name, its active link and its kernelspecs."""
     project.env(name)

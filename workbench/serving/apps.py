@@ -43,7 +43,7 @@ def command(
 ) -> tuple[list[str], dict[str, str]]:
     """The runner's argv and extra environment for an app, checked before anything starts.
     The login travels in the environment, never in argv (which `ps` shows)."""
-    prefix = builds.require_built(project, app.env)
+    python = builds.python_command(project, app.env)
     if not app.file.is_file():
         raise WorkbenchError(f"app '{app.name}': file {app.file} does not exist")
     entry = project.env(app.env)
@@ -60,7 +60,7 @@ def command(
     if auth:
         extra["WORKBENCH_APP_AUTH"] = auth
     argv = [
-        str(prefix / "bin" / "python"),
+        *python,
         "-m",
         "workbench.runtime.app_runner",
         "--app",

@@ -64,7 +64,7 @@ def command(
     services.start_leased), checked before anything starts."""
     model = model_argument(project, engine)
     keys_path = keys_file(project)
-    prefix = builds.require_built(project, engine.env)
+    python = builds.python_command(project, engine.env)
     entry = project.env(engine.env)
     extra = {
         **specs.load(entry.spec_path).variables,
@@ -75,7 +75,7 @@ def command(
     extra.update(gpus.environ())
     if os.environ.get(KEYS_VARIABLE):
         extra[KEYS_VARIABLE] = os.environ[KEYS_VARIABLE]
-    argv = [str(prefix / "bin" / "python"), *arguments(engine, model, host, port)]
+    argv = [*python, *arguments(engine, model, host, port)]
     argv += ["--root", str(project.root)]
     if keys_path is not None:
         argv += ["--api-keys-file", str(keys_path)]
