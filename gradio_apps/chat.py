@@ -12,7 +12,7 @@ or standalone inside the env, next to a running engine:
     .workbench/envs/textgen/bin/python gradio_apps/chat.py
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8000/v1),
-WORKBENCH_ENGINE_MODEL (the engine's name, default tinygpt), WORKBENCH_ENGINE_KEY (an API
+WORKBENCH_ENGINE.model (the engine's name, default tinygpt), WORKBENCH_ENGINE_KEY (an API
 key, when the engine checks them; else the first of WORKBENCH_API_KEYS),
 WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine to be healthy, default 120),
 WORKBENCH_MAX_BATCH (requests streamed at once, default 32; twice as many may wait, then a
@@ -33,15 +33,10 @@ import time
 import gradio as gr
 import httpx
 
+from workbench.runtime import fronts
 from workbench.runtime.stats import stats
 
-ENGINE = os.environ.get("WORKBENCH_ENGINE_URL", "http://127.0.0.1:8000/v1").rstrip("/")
-ENGINE_MODEL = os.environ.get("WORKBENCH_ENGINE_MODEL", "tinygpt")
-# a key of the engine's: the one `workbench up` passes, else the first of the keys the engine
-# checks when both run side by side (an image)
-ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY") or next(
-    iter(os.environ.get("WORKBENCH_API_KEYS", "").replace(",", " ").split()), None
-)
+ENGINE = fronts.engine("http://127.0.0.1:8000/v1", "tinygpt")
 
 MAX_PROMPT_CHARS = 2000
 MAX_NEW_TOKENS = 512
@@ -51,12 +46,10 @@ UPDATE_INTERVAL_S = (0.05, 0.5)  # per stream, shortest and longest
 UPDATES_PER_S = 80  # for all streams together: each update costs the server ~1 ms
 MAX_BATCH = int(os.environ.get("WORKBENCH_MAX_BATCH", "32"))
 QUEUE_SIZE = 2 * MAX_BATCH  # beyond this many waiting requests, clients get "queue full, retry"
-WARMUP_TIMEOUT_S = float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120"))
 
-_headers = {"Authorization": f"Bearer {ENGINE_KEY}"} if ENGINE_KEY else {}
 _client = httpx.AsyncClient(
-    base_url=ENGINE,
-    headers=_headers,
+    base_url=ENGINE.url,
+    headers=ENGINE.headers,
     timeout=httpx.Timeout(600.0, connect=5.0),
     limits=httpx.Limits(max_connections=MAX_BATCH + 8, max_keepalive_connections=MAX_BATCH),
 )
@@ -115,7 +108,7 @@ async def generate(prompt, max_new_tokens=64, temperature=0.8, top_k=50):
     global _streaming
     max_new_tokens, temperature, top_k = _validate(prompt, max_new_tokens, temperature, top_k)
     body = {
-        "model": ENGINE_MODEL,
+        "model": ENGINE.model,
         "prompt": prompt,
         "max_tokens": max_new_tokens,
         "temperature": temperature,
@@ -150,8 +143,8 @@ async def generate(prompt, max_new_tokens=64, temperature=0.8, top_k=50):
                     yield text
     except httpx.TransportError as exc:
         raise gr.Error(
-            f"the engine at {ENGINE} does not answer ({type(exc).__name__}): is it running? "
-            f"(workbench up {ENGINE_MODEL})",
+            f"the engine at {ENGINE.url} does not answer ({type(exc).__name__}): is it running? "
+            f"(workbench up {ENGINE.model})",
             print_exception=False,
         ) from None
     finally:
@@ -164,23 +157,11 @@ async def generate(prompt, max_new_tokens=64, temperature=0.8, top_k=50):
 def warmup() -> None:
     """Wait for the engine (it may still be loading its model), then ask it for one token,
     so a wrong URL, model name or key shows at start, not at the first request."""
-    deadline = time.monotonic() + WARMUP_TIMEOUT_S
-    root = ENGINE.rsplit("/v1", 1)[0]
-    while True:
-        try:
-            if httpx.get(f"{root}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"the engine at {ENGINE} was not healthy after {WARMUP_TIMEOUT_S:g} s"
-            )
-        time.sleep(0.2)
-    body = {"model": ENGINE_MODEL, "prompt": "The", "max_tokens": 1}
-    reply = httpx.post(f"{ENGINE}/completions", json=body, headers=_headers, timeout=60)
+    ENGINE.wait_healthy()
+    body = {"model": ENGINE.model, "prompt": "The", "max_tokens": 1}
+    reply = httpx.post(f"{ENGINE.url}/completions", json=body, headers=ENGINE.headers, timeout=60)
     if reply.status_code != 200:
-        raise RuntimeError(f"the engine at {ENGINE} refused a request: {reply.text[:300]}")
+        raise RuntimeError(f"the engine at {ENGINE.url} refused a request: {reply.text[:300]}")
 
 
 with gr.Blocks(title="Tiny GPT chat") as demo:

@@ -9,11 +9,11 @@ engine first (`workbench up search`), or standalone inside the env next to a run
     .workbench/envs/embed/bin/python gradio_apps/search.py
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8001/v1),
-WORKBENCH_ENGINE_MODEL (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API
+WORKBENCH_ENGINE.model (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API
 key, when the engine checks them; else the first of WORKBENCH_API_KEYS),
 WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine to be healthy, default 120),
 WORKBENCH_INDEX (index folder, default PROJECT/models/pydoc-index), WORKBENCH_PROJECT
-(project root, default this file's parent's parent). """
+(project root, default this file's parent's parent)."""
 
 from __future__ import annotations
 
@@ -27,20 +27,14 @@ import gradio as gr
 import httpx
 import numpy as np
 
+from workbench.runtime import fronts
 from workbench.runtime.stats import stats
 
 PROJECT = Path(os.environ.get("WORKBENCH_PROJECT") or Path(__file__).resolve().parent.parent)
 INDEX = Path(os.environ.get("WORKBENCH_INDEX") or PROJECT / "models" / "pydoc-index")
-ENGINE = os.environ.get("WORKBENCH_ENGINE_URL", "http://127.0.0.1:8001/v1").rstrip("/")
-ENGINE_MODEL = os.environ.get("WORKBENCH_ENGINE_MODEL", "minilm")
-# a key of the engine's: the one `workbench up` passes, else the first of the keys the engine
-# checks when both run side by side (an image)
-ENGINE_KEY = os.environ.get("WORKBENCH_ENGINE_KEY") or next(
-    iter(os.environ.get("WORKBENCH_API_KEYS", "").replace(",", " ").split()), None
-)
+ENGINE = fronts.engine("http://127.0.0.1:8001/v1", "minilm")
 MAX_QUERY_CHARS = 500
 MAX_K = 20
-WARMUP_TIMEOUT_S = float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120"))
 
 if not (INDEX / "embeddings.npy").is_file() or not (INDEX / "topics.json").is_file():
     raise FileNotFoundError(
@@ -78,21 +72,21 @@ if embeddings.ndim != 2 or embeddings.shape[0] != len(topics):
     )
 embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
 _client = httpx.Client(
-    base_url=ENGINE,
-    headers={"Authorization": f"Bearer {ENGINE_KEY}"} if ENGINE_KEY else {},
+    base_url=ENGINE.url,
+    headers=ENGINE.headers,
     timeout=httpx.Timeout(60.0, connect=5.0),
 )
 
 
 def embed(texts: list[str]) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings, from the engine."""
-    body = {"model": ENGINE_MODEL, "input": texts, "encoding_format": "base64"}
+    body = {"model": ENGINE.model, "input": texts, "encoding_format": "base64"}
     try:
         reply = _client.post("/embeddings", json=body)
     except httpx.TransportError as exc:
         raise gr.Error(
-            f"the engine at {ENGINE} does not answer ({type(exc).__name__}): is it running? "
-            f"(workbench up {ENGINE_MODEL})",
+            f"the engine at {ENGINE.url} does not answer ({type(exc).__name__}): is it running? "
+            f"(workbench up {ENGINE.model})",
             print_exception=False,
         ) from None
     if reply.status_code != 200:
@@ -139,17 +133,7 @@ def search(query: str, k: int = 5) -> list[list]:
 
 def warmup() -> None:
     """Wait for the engine (it may still be loading its model), then search once."""
-    deadline = time.monotonic() + WARMUP_TIMEOUT_S
-    root = ENGINE.rsplit("/v1", 1)[0]
-    while True:
-        try:
-            if httpx.get(f"{root}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the engine at {ENGINE} was not healthy in {WARMUP_TIMEOUT_S:g} s")
-        time.sleep(0.2)
+    ENGINE.wait_healthy()
     search("how do I handle exceptions", 3)
 
 

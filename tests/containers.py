@@ -14,9 +14,7 @@ What this machine taught (podman 4.3.1 from Debian, no image registry reachable)
   an error per container for the healthcheck timer unless DISABLE_HC_SYSTEMD=true.
 """
 
-import configparser
 import fcntl
-import io
 import json
 import os
 import re
@@ -359,29 +357,6 @@ def _build_rootfs(work: Path, debs: Path) -> Path:
 def host_ca_bundle() -> Path:
     """The CA bundle this machine's TLS clients trust (it includes any intercepting proxy's CA)."""
     return Path(os.environ.get("SSL_CERT_FILE") or HOST_CA_BUNDLE)
-
-
-def pip_conf_text(environ: Mapping[str, str] | None = None) -> str:
-    """This machine's pip configuration as one pip.conf: its config files merged in pip's
-    order, then PIP_* variables on top (as pip lets them win), for a build secret."""
-    environ = os.environ if environ is None else environ
-    parser = configparser.RawConfigParser()
-    parser.read([p for p in pipconfig.config_files(dict(environ)) if p.is_file()])
-    from_env = {
-        name[4:].lower().replace("_", "-"): value
-        for name, value in environ.items()
-        if name.startswith("PIP_") and name != "PIP_CONFIG_FILE"
-    }
-    for section in parser.sections():
-        for key in from_env:
-            parser.remove_option(section, key)
-    if from_env and not parser.has_section("global"):
-        parser.add_section("global")
-    for key, value in from_env.items():
-        parser.set("global", key, value)
-    out = io.StringIO()
-    parser.write(out)
-    return out.getvalue()
 
 
 def pip_local_dirs(config: pipconfig.PipConfig) -> list[Path]:

@@ -7,7 +7,6 @@ network), has a HEALTHCHECK, and stops on SIGTERM through tini. Images and conta
 here are removed by ID; the base image stays cached.
 """
 
-import configparser
 import hashlib
 import importlib.metadata
 import json
@@ -35,7 +34,6 @@ from tests.containers import (
     debian_mirrors,
     host_ca_bundle,
     image_info,
-    pip_conf_text,
     pip_local_dirs,
     run,
     run_podman,
@@ -250,7 +248,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Recipe:
     stable = [*uv_args, "--exclude-newer", EXCLUDE_NEWER]
     compile_lock(REQUIREMENTS, context / "requirements.lock", stable)
     compile_lock(f"uv=={importlib.metadata.version('uv')}\n", context / "uv.lock", uv_args)
-    (secrets / "pip.conf").write_text(pip_conf_text())
+    (secrets / "pip.conf").write_text(pipconfig.merged_text())
     (context / "Containerfile").write_text(containerfile(config))
     tag = f"localhost/{TITLE}:{uuid.uuid4().hex[:8]}"
     return Recipe(context, secrets, build_contexts(config), tag)
@@ -479,24 +477,3 @@ def test_pip_local_dirs_are_what_pip_reads_from_disk(tmp_path: Path) -> None:
         constraints=(str(tmp_path / "etc" / "constraints.txt"),),
     )
     assert pip_local_dirs(config) == [tmp_path / "etc", tmp_path / "index", tmp_path / "wheels"]
-
-
-def test_pip_conf_text_merges_files_then_environment(tmp_path: Path) -> None:
-    (tmp_path / "xdg" / "pip").mkdir(parents=True)
-    (tmp_path / "xdg" / "pip" / "pip.conf").write_text(
-        "[global]\nconstraint = /c.txt\nfind-links = /old\n[install]\nfind-links = /older\n"
-    )
-    (tmp_path / "home" / ".config" / "pip").mkdir(parents=True)
-    (tmp_path / "home" / ".config" / "pip" / "pip.conf").write_text(
-        "[global]\nconstraint = /user-c.txt\n"
-    )
-    environ = {
-        "XDG_CONFIG_DIRS": str(tmp_path / "xdg"),
-        "HOME": str(tmp_path / "home"),
-        "PIP_FIND_LINKS": "/wheels",
-    }
-    merged = configparser.RawConfigParser()
-    merged.read_string(pip_conf_text(environ))
-    assert merged.get("global", "constraint") == "/user-c.txt"  # the user's file wins
-    assert merged.get("global", "find-links") == "/wheels"  # the environment wins over all
-    assert not merged.has_option("install", "find-links")

@@ -1,5 +1,6 @@
 """The machine's pip configuration becomes uv options."""
 
+import configparser
 from pathlib import Path
 
 from workbench.envs import pipconfig
@@ -36,3 +37,24 @@ def test_devnull_config_file_disables_files(tmp_path: Path) -> None:
     config = pipconfig.read({"PIP_CONFIG_FILE": "/dev/null", "HOME": str(tmp_path)})
     assert config == pipconfig.PipConfig()
     assert config.uv_args() == []
+
+
+def test_merged_text_is_one_pip_conf_files_then_environment(tmp_path: Path) -> None:
+    (tmp_path / "xdg" / "pip").mkdir(parents=True)
+    (tmp_path / "xdg" / "pip" / "pip.conf").write_text(
+        "[global]\nconstraint = /c.txt\nfind-links = /old\n[install]\nfind-links = /older\n"
+    )
+    (tmp_path / "home" / ".config" / "pip").mkdir(parents=True)
+    (tmp_path / "home" / ".config" / "pip" / "pip.conf").write_text(
+        "[global]\nconstraint = /user-c.txt\n"
+    )
+    environ = {
+        "XDG_CONFIG_DIRS": str(tmp_path / "xdg"),
+        "HOME": str(tmp_path / "home"),
+        "PIP_FIND_LINKS": "/wheels",
+    }
+    merged = configparser.RawConfigParser()
+    merged.read_string(pipconfig.merged_text(environ))
+    assert merged.get("global", "constraint") == "/user-c.txt"  # the user's file wins
+    assert merged.get("global", "find-links") == "/wheels"  # the environment wins over all
+    assert not merged.has_option("install", "find-links")

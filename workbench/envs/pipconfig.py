@@ -5,6 +5,7 @@ find-links folder or index would get a multi-GB CUDA build from PyPI under uv.
 """
 
 import configparser
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -92,3 +93,27 @@ def read(environ: dict[str, str] | None = None) -> PipConfig:
         no_index=values.get("no-index", "").strip().lower() in ("1", "true", "yes", "on"),
         sources=tuple(dict.fromkeys(sources)),
     )
+
+
+def merged_text(environ: dict[str, str] | None = None) -> str:
+    """This machine's pip configuration as one pip.conf (for a build that must install as
+    pip here would): its files merged in pip's order, PIP_* variables on top, as they win
+    in pip too."""
+    environ = dict(os.environ if environ is None else environ)
+    parser = configparser.RawConfigParser()
+    parser.read([p for p in config_files(environ) if p.is_file()])
+    from_env = {
+        name[4:].lower().replace("_", "-"): value
+        for name, value in environ.items()
+        if name.startswith("PIP_") and name != "PIP_CONFIG_FILE"
+    }
+    for section in parser.sections():
+        for key in from_env:
+            parser.remove_option(section, key)
+    if from_env and not parser.has_section("global"):
+        parser.add_section("global")
+    for key, value in from_env.items():
+        parser.set("global", key, value)
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()

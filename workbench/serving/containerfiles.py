@@ -21,9 +21,7 @@ Secret files are written to secrets/ (0700) beside the context, never in it; fil
 change keep their timestamps, so the builder's layer cache holds.
 """
 
-import configparser
 import hashlib
-import io
 import json
 import os
 import platform
@@ -254,7 +252,7 @@ def _write_secrets(recipe: Recipe, folder: Path, moved: dict[Path, str]) -> dict
     if recipe.kind == "uv":
         key, name, text = "uvconf", "uv.toml", uv_toml(recipe.pip_options)
     else:
-        key, name, text = "pipconf", "pip.conf", pip_conf()
+        key, name, text = "pipconf", "pip.conf", pipconfig.merged_text()
     write_atomic(folder / name, _relocate(text, moved), mode=0o600)
     secrets[key] = folder / name
     return secrets
@@ -282,29 +280,6 @@ def uv_toml(options: list[str]) -> str:
     lines = ["# uv settings for `uv pip sync` in the image build (a build secret)", "[pip]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
-
-
-def pip_conf(environ: dict[str, str] | None = None) -> str:
-    """This machine's pip configuration as one pip.conf: its files merged in pip's order,
-    PIP_* variables on top (they win in pip too)."""
-    environ = dict(os.environ if environ is None else environ)
-    parser = configparser.RawConfigParser()
-    parser.read([p for p in pipconfig.config_files(environ) if p.is_file()])
-    from_env = {
-        name[4:].lower().replace("_", "-"): value
-        for name, value in environ.items()
-        if name.startswith("PIP_") and name != "PIP_CONFIG_FILE"
-    }
-    for section in parser.sections():
-        for key in from_env:
-            parser.remove_option(section, key)
-    if from_env and not parser.has_section("global"):
-        parser.add_section("global")
-    for key, value in from_env.items():
-        parser.set("global", key, value)
-    out = io.StringIO()
-    parser.write(out)
-    return out.getvalue()
 
 
 def _host_dirs(recipe: Recipe) -> tuple[list[Path], list[Path]]:
