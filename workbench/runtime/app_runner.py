@@ -38,14 +38,13 @@ import contextlib
 import logging
 import logging.config
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
-from workbench.runtime import EXIT_USAGE, appload, logs
+from workbench.runtime import EXIT_USAGE, appload, httpserver, logs
 from workbench.runtime.hostguard import HostGuard, allowed_hosts
 from workbench.runtime.instrument import instrument
 from workbench.runtime.stats import Stats, stats
@@ -192,18 +191,6 @@ def _parse_auth(raw: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
-    # proto says TCP; without it every first SSE chunk waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def _private_environment(name: str, root: Path, state: Path, app_file: Path) -> None:
     """Before gradio is imported: no analytics, no share links, a private temp dir, offline
     hub, and the project and the app's folder importable."""
@@ -234,35 +221,12 @@ def _wait_as_spare(app_file: Path) -> bool:
 
 
 def _serve(runner: Runner, sock: socket.socket, level: str) -> int:
-    """Run uvicorn on sock until a signal (or a failed load) stops it; the exit status."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):
-            # uvicorn's own handler records the signal and re-raises it after shutdown (the
-            # process then dies of SIGTERM, status -15); a graceful stop exits 0 instead.
-            runner.on_signal()
-            if self.should_exit and sig == signal.SIGINT:
-                self.force_exit = True
-            else:
-                self.should_exit = True
-
-    config = uvicorn.Config(
-        runner.build_app(),
-        log_config=logs.config(runner.name, level),
-        access_log=False,
-        timeout_graceful_shutdown=3,
-        server_header=False,
-        lifespan="on",
-        ws="none",
-    )
-    runner.server = Server(config)
+    """Run the app's server on sock until a signal (or a failed load) stops it; the exit
+    status."""
+    runner.server = httpserver.server(runner.build_app(), runner.name, level, runner.on_signal)
     runner.server.run(sockets=[sock])
     log.info("stopped", extra={"fields": {"exit_code": runner.exit_code}})
-    # Worker threads (a generation that ignores its stop event) must not hold the exit.
-    timer = threading.Timer(2.0, os._exit, args=(runner.exit_code,))
-    timer.daemon = True
-    timer.start()
+    httpserver.exit_soon(runner.exit_code)
     return runner.exit_code
 
 
@@ -309,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         started = time.monotonic()
     try:
-        sock = _bind(args.host, args.port)
+        sock = httpserver.bind(args.host, args.port)
     except OSError as exc:
         logs.fail(args.name, f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_USAGE

@@ -33,15 +33,13 @@ import json
 import logging
 import logging.config
 import os
-import signal
 import stat
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 
-from workbench.runtime import EXIT_USAGE, LOOPBACK_HOSTS, logs
+from workbench.runtime import EXIT_USAGE, LOOPBACK_HOSTS, httpserver, logs
 from workbench.runtime.engine import api, textproc, tracing
 from workbench.runtime.engine.metrics import Registry
 from workbench.runtime.engine.workers import Pool, QueueFull, Settings, Stream
@@ -576,19 +574,6 @@ def _wait_as_spare(pool: Pool, name: str) -> bool:
     return False
 
 
-def _bind(host: str, port: int):
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio then sets TCP_NODELAY on accepted sockets (no 40 ms
-    # delayed-ACK stall before each streamed chunk).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(2048)
-    return sock
-
-
 def _configure(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     """Everything that can be wrong with the command line, checked before a core starts."""
     root = Path(args.root or os.getcwd()).resolve()
@@ -640,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
     pool.start_workers()
     try:
-        sock = _bind(args.host, args.port)
+        sock = httpserver.bind(args.host, args.port)
     except OSError as exc:
         logs.fail(
             args.name,
@@ -659,19 +644,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(engine: Engine, sock, level: str) -> int:
-    import uvicorn
-
     from workbench.runtime.hostguard import HostGuard, allowed_hosts
 
     engine.tokenizer = textproc.Tokenizer(Path(engine.args.model))
     engine.tracer = tracing.from_environment(engine.name, log)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):
-            if self.should_exit and sig == signal.SIGINT:
-                self.force_exit = True
-            else:
-                self.should_exit = True
 
     app = HostGuard(
         engine,
@@ -680,20 +656,9 @@ def _serve(engine: Engine, sock, level: str) -> int:
         ready=lambda: engine.status == "ok",
         status=lambda: {"status": engine.status, "engine": engine.name},
     )
-    config = uvicorn.Config(
-        app,
-        log_config=logs.config(engine.name, level),
-        access_log=False,
-        timeout_graceful_shutdown=3,
-        server_header=False,
-        lifespan="on",
-        ws="none",
-    )
-    engine.server = Server(config)
+    engine.server = httpserver.server(app, engine.name, level)
     engine.server.run(sockets=[sock])
     code = engine.pool.failed_code if engine.pool.failed else 0
     log.info("stopped", extra={"fields": {"exit_code": code}})
-    timer = threading.Timer(2.0, os._exit, args=(code,))
-    timer.daemon = True
-    timer.start()
+    httpserver.exit_soon(code)
     return code
