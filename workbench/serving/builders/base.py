@@ -37,6 +37,16 @@ class BuildRequest:
     secrets: dict[str, Path] = field(default_factory=dict)
     contexts: dict[str, Path] = field(default_factory=dict)
 
+    def options(self) -> list[str]:
+        """The build options every builder spells the same way (docker, podman, buildah)."""
+        args = ["--iidfile", str(self.iidfile), "--tag", self.tag]
+        args += ["--file", str(self.containerfile)]
+        for secret, path in self.secrets.items():
+            args += ["--secret", f"id={secret},src={path}"]
+        for name, path in self.contexts.items():
+            args += ["--build-context", f"{name}={path}"]
+        return args
+
 
 @dataclass(frozen=True)
 class ImageFacts:

@@ -9,13 +9,7 @@ class DockerBuilder(Builder):
     name = "docker"
 
     def build_argv(self, request: BuildRequest) -> list[str]:
-        args = [self.exe, "build", "--progress=plain", "--network", "host"]
-        args += ["--iidfile", str(request.iidfile), "--tag", request.tag]
-        args += ["--file", str(request.containerfile)]
-        for secret, path in request.secrets.items():
-            args += ["--secret", f"id={secret},src={path}"]
-        for name, path in request.contexts.items():
-            args += ["--build-context", f"{name}={path}"]
+        args = [self.exe, "build", "--progress=plain", "--network", "host", *request.options()]
         return [*args, str(request.context)]
 
     def env(self) -> dict[str, str]:

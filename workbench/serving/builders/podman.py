@@ -17,14 +17,7 @@ UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
 
 
 def _build_options(request: BuildRequest) -> list[str]:
-    args = ["--format", "docker", "--layers", "--network", "host"]
-    args += ["--iidfile", str(request.iidfile), "--tag", request.tag]
-    args += ["--file", str(request.containerfile)]
-    for secret, path in request.secrets.items():
-        args += ["--secret", f"id={secret},src={path}"]
-    for name, path in request.contexts.items():
-        args += ["--build-context", f"{name}={path}"]
-    return args
+    return ["--format", "docker", "--layers", "--network", "host", *request.options()]
 
 
 class PodmanBuilder(Builder):
