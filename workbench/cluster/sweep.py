@@ -11,14 +11,11 @@ runs: those in hand record that they were interrupted.
 """
 
 import contextlib
-import os
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from workbench.cluster import loopback, require_ray
+from workbench.cluster import loopback, require_ray, stdout_to_stderr
 from workbench.envs import kernels
 from workbench.errors import WorkbenchError
 from workbench.notebooks.parameters import read
@@ -89,23 +86,8 @@ def run(
     entry = project.env(env)
     commit, archive = snapshot(project, [notebook, entry.spec_path, entry.lock_path])
     loopback.prepare_driver(sweep.cluster)
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         return _run(project, sweep, combos, timeout, on_event, env, commit, archive)
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Ray prints cluster events (a raylet that died) on the driver's stdout, which
-    --json keeps for its one object: they go to stderr while Ray is connected."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _run(

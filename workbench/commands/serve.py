@@ -9,7 +9,7 @@ from rich.table import Table
 
 from workbench import project as projects
 from workbench.commands import gpus
-from workbench.console import err, escape, out
+from workbench.console import err, escape, out, progress
 from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.gpus import assign
 from workbench.results import Result
@@ -67,6 +67,26 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         default=HEALTH_TIMEOUT,
         metavar="SECONDS",
         help=f"wait this long for health (default {HEALTH_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the engines on this Ray cluster as Ray Serve applications (default: "
+        "$RAY_ADDRESS if set; else on this server); apps still run here, streaming from them",
+    )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help="with --cluster: replicas of each engine, Serve routes between them (default 1; "
+        "again on a running one: rescale it)",
+    )
+    p.add_argument(
+        "--gpus-per-replica",
+        type=float,
+        metavar="K",
+        help="with --cluster: GPUs Ray gives each replica (default: the env's `gpus` in "
+        "workbench.toml, else 0); Ray's assignment wins over a pin",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_up)
@@ -260,11 +280,46 @@ def _wanted(project: projects.Project, names: list[str]) -> list[str]:
     return sorted(wanted, key=lambda n: n not in project.engines)
 
 
+def _deploy(project: projects.Project, name: str, args: argparse.Namespace, cluster: str) -> None:
+    """An engine onto a Ray cluster as a Serve application (blocks until it is healthy)."""
+    from workbench.cluster import serving
+
+    entry = project.engine(name)
+    here = services.running(project, name)
+    if here is not None and here.cluster != cluster:
+        raise WorkbenchError(
+            f"{name} runs {'on ' + here.cluster if here.cluster else 'on this server'}: "
+            f"`workbench down {name}` first"
+        )
+    gpus_per_replica = args.gpus_per_replica
+    if gpus_per_replica is None and here is not None:  # rescaling: as it was deployed
+        gpus_per_replica = services.deployment(project, name).gpus_per_replica
+    if gpus_per_replica is None:
+        env = project.env(entry.env)
+        gpus_per_replica = float(env.gpu_count or len(env.gpus or ()))
+    with progress(name) as update:
+        record = serving.deploy(
+            project, entry, cluster, args.replicas or 1, gpus_per_replica, args.host, args.timeout,
+            update,
+        )  # fmt: skip
+    err.print(
+        f"[green]✓[/] {name} healthy at {record.url} ({record.replicas} replica(s) on "
+        f"{cluster}, up in {record.up_seconds:g} s)"
+    )
+
+
 def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
     auth = apps.auth_from(args.auth)
     names = _wanted(project, args.apps)
     _check_bind(project, names, args.host, auth)
     via = _destination(args, project)
+    cluster = None
+    if any(name in project.engines for name in names):
+        from workbench.cluster.serving import cluster_address
+
+        cluster = cluster_address(args.cluster)
+    if not cluster and (args.replicas is not None or args.gpus_per_replica is not None):
+        raise WorkbenchError("--replicas and --gpus-per-replica need --cluster (or RAY_ADDRESS)")
     taken: set[int] = {s.port for s in services.listed(project)}
     code = 0
     failed: set[str] = set()
@@ -278,11 +333,20 @@ def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
             current = services.running(project, name)
             engine = getattr(project.service(name), "engine", None)
             try:
-                if current:
+                rescale = (  # `up ENGINE --cluster … --replicas N` again: Serve rescales it
+                    current is not None
+                    and cluster is not None
+                    and current.cluster == cluster
+                    and args.replicas not in (None, current.replicas)
+                )
+                if current and not rescale:
                     err.print(f"{name}: already running at {current.url}")
                     continue
                 if engine in failed:
                     raise WorkbenchError(f"{name}: not started, its engine {engine} failed")
+                if cluster and name in project.engines:
+                    _deploy(project, name, args, cluster)
+                    continue
                 taken.add(_start(project, name, args.host, auth, taken, args.wait))
                 started.append(name)
             except WorkbenchError as exc:
@@ -317,6 +381,7 @@ def _show_ps(listed: list[Service]) -> None:
         "health",
         "uptime",
         "restarts",
+        "where",
         "url",
         title="services",
         title_justify="left",
@@ -332,6 +397,7 @@ def _show_ps(listed: list[Service]) -> None:
             f"[{colour}]{s.health}[/]",
             _uptime(s.uptime),
             str(s.restarts),
+            s.where,
             s.url,
         )
     out.print(table)
@@ -345,12 +411,31 @@ def _uptime(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _undeploy(project: projects.Project, name: str) -> bool:
+    """Delete an engine's application from its Ray cluster (and forget it here)."""
+    from workbench.cluster import serving
+
+    record = services.deployment(project, name)
+    with progress(name) as update:
+        update(f"deleting it from the cluster at {record.cluster}")
+        deleted = serving.delete(project, record)
+    services.forget(project, name)
+    return deleted
+
+
 def cmd_down(args: argparse.Namespace, project: projects.Project) -> Result:
     names = args.apps or [s.name for s in services.listed(project)]
     for name in args.apps:
         if name != lab.NAME:
             project.service(name)
-    stopped = {name: services.stop(project, name) for name in names}
+    # apps first: one that fronts an engine on a cluster stops before the engine goes
+    names = sorted(names, key=lambda n: services.deployment(project, n) is not None)
+    stopped = {
+        name: _undeploy(project, name)
+        if services.deployment(project, name)
+        else services.stop(project, name)
+        for name in names
+    }
 
     def show() -> None:
         for name, was_running in stopped.items():
@@ -417,9 +502,17 @@ def _destination(args: argparse.Namespace, project: projects.Project) -> str:
     return tunnel.default_destination(alias or project.ssh_host)
 
 
+def _forwards(listed: list[Service]) -> list[tunnel.Forward]:
+    """One forward a port (engines on Ray Serve share its proxy's)."""
+    ports: dict[int, list[str]] = {}
+    for s in listed:
+        ports.setdefault(s.port, []).append(s.name)
+    return [tunnel.Forward("+".join(names), port, port) for port, names in ports.items()]
+
+
 def _print_tunnel(listed: list[Service], via: str) -> None:
     if listed:
-        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
+        forwards = _forwards(listed)
         err.print("reach them from your laptop with:")
         out.print(tunnel.line(via, forwards), markup=False)
 
@@ -450,7 +543,7 @@ def cmd_tunnel(args: argparse.Namespace, project: projects.Project | None) -> Re
             raise WorkbenchError("--print runs on the server, inside the project")
         destination = args.destination or _destination(args, project)
         listed = services.listed(project)
-        forwards = [tunnel.Forward(s.name, s.port, s.port) for s in listed]
+        forwards = _forwards(listed)
         dashboard = _ray_dashboard(project)
         if dashboard:
             forwards.append(tunnel.Forward("ray-dashboard", dashboard, dashboard))

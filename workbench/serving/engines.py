@@ -165,15 +165,19 @@ def _written_folders(notebook: Path) -> set[Path]:
 
 
 def front_env(project: Project, app: AppEntry) -> dict[str, str]:
-    """What an app that fronts an engine needs: its URL (the port it runs on now), the model
-    name to ask for, and a key when the engine checks them."""
+    """What an app that fronts an engine needs: its URL (the port it runs on now, or its
+    route on Ray Serve's proxy), the model name to ask for, and a key when the engine
+    checks them."""
     if app.engine is None:
         return {}
     engine = project.engine(app.engine)
     running = services.running(project, engine.name)
-    port = running.port if running else engine.port
+    if running is not None and running.cluster:  # on Ray Serve: its proxy, its route
+        url = running.url
+    else:
+        url = f"http://127.0.0.1:{running.port if running else engine.port}/v1"
     env = {
-        "WORKBENCH_ENGINE_URL": f"http://127.0.0.1:{port}/v1",
+        "WORKBENCH_ENGINE_URL": url,
         "WORKBENCH_ENGINE_MODEL": engine.name,
     }
     found = keys(project)

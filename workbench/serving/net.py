@@ -38,8 +38,10 @@ def pick_port(preferred: int, host: str, taken: set[int] = frozenset()) -> int:
     raise WorkbenchError(f"no free port in {preferred}-{preferred + PORT_SEARCH - 1} on {host}")
 
 
-def health_url(kind: str, port: int) -> str:
-    return f"http://127.0.0.1:{port}/" + ("api" if kind == Kind.LAB else "healthz")
+def health_url(kind: str, port: int, route: str = "") -> str:
+    """Where a service says it is healthy; route: the prefix of its routes (an engine on
+    Ray Serve answers under /ENGINE)."""
+    return f"http://127.0.0.1:{port}{route}/" + ("api" if kind == Kind.LAB else "healthz")
 
 
 def probe(url: str, timeout: float = 1.0) -> Health:

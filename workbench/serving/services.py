@@ -46,9 +46,12 @@ def alive(pid: int | None) -> bool:
 
 
 def running(project: Project, name: str) -> Service | None:
-    """The service called name if its supervisor is alive."""
+    """The service called name if its supervisor is alive, or if it is deployed on a
+    cluster (then listed whatever its health: `down` deletes it)."""
     folder = project.service_dir(name)
     spec, state = ServiceSpec.read(folder / SPEC), ServiceState.read(folder / STATE)
+    if spec is not None and spec.cluster:
+        return _deployed(spec)
     if spec is None or state is None or not alive(state.supervisor_pid):
         return None
     pid = state.pid if alive(state.pid) else None
@@ -68,6 +71,46 @@ def running(project: Project, name: str) -> Service | None:
         uptime=round(time.time() - state.last_start, 1) if state.last_start and pid else None,
         standby_pid=state.standby_pid if alive(state.standby_pid) else None,
     )
+
+
+def _deployed(spec: ServiceSpec) -> Service:
+    """An engine on a Ray cluster, as far as its HTTP endpoint says (no Ray needed)."""
+    health = net.probe(net.health_url(spec.kind, spec.port, spec.route))
+    return Service(
+        name=spec.name,
+        kind=spec.kind,
+        env=spec.env_name,
+        host=spec.host,
+        port=spec.port,
+        url=spec.url,
+        status=ServiceStatus.RUNNING,
+        health=health,
+        pid=None,
+        supervisor_pid=None,
+        restarts=0,
+        uptime=round(time.time() - spec.started, 1) if spec.started else None,
+        cluster=spec.cluster,
+        replicas=spec.replicas,
+    )
+
+
+def deployment(project: Project, name: str) -> ServiceSpec | None:
+    """The record of name's deployment on a Ray cluster, if it has one."""
+    spec = ServiceSpec.read(project.service_dir(name) / SPEC)
+    return spec if spec is not None and spec.cluster else None
+
+
+def record_deployment(project: Project, spec: ServiceSpec) -> None:
+    """Remember an engine deployed on a cluster (workbench.cluster.serving) for ps/down."""
+    folder = project.service_dir(spec.name)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (folder / STATE).unlink(missing_ok=True)
+    spec.write(folder / SPEC, mode=0o600)
+
+
+def forget(project: Project, name: str) -> None:
+    """Drop a deployment's record (after deleting it from its cluster)."""
+    (project.service_dir(name) / SPEC).unlink(missing_ok=True)
 
 
 def listed(project: Project) -> list[Service]:

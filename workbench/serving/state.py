@@ -1,6 +1,7 @@
 """What the supervisor of a service and the commands that read it (`ps`, `down`, `tunnel`)
 exchange, in .workbench/apps/NAME/: service.json (what to run; 0600, it may hold the app's
-login) and state.json (how it goes; rewritten by the supervisor on every change).
+login) and state.json (how it goes; rewritten by the supervisor on every change). An engine
+deployed on a Ray cluster has only service.json, naming the cluster (no supervisor here).
 
 Light on purpose: the supervisor and the laptop side of `tunnel` import this, not the envs
 side. Both files carry a version; readers ignore keys they do not know.
@@ -47,6 +48,14 @@ class ServiceSpec(StateFile):
     env_name: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # added to the supervisor's environment
     standby: bool = False  # keep a warm spare for fast restarts (apps)
+    # An engine deployed on a Ray cluster (workbench.cluster.serving): no supervisor here,
+    # Serve's proxy at port, the engine's routes under route.
+    cluster: str | None = None  # the Ray address
+    replicas: int | None = None
+    gpus_per_replica: float = 0
+    route: str = ""
+    started: float | None = None
+    up_seconds: float | None = None
 
 
 @dataclass
@@ -81,6 +90,12 @@ class Service:
     restarts: int
     uptime: float | None
     standby_pid: int | None = None  # the warm spare that takes over after a crash
+    cluster: str | None = None  # where it runs: None here, else the Ray cluster's address
+    replicas: int | None = None  # on a cluster: its replicas
+
+    @property
+    def where(self) -> str:
+        return f"ray {self.cluster} ×{self.replicas}" if self.cluster else "here"
 
     def to_json(self) -> dict:
         return asdict(self)

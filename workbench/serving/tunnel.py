@@ -102,15 +102,19 @@ def remote_services(destination: str, ssh_options: list[str], workbench: str) ->
 
 
 def local_forwards(services: list[dict]) -> list[Forward]:
-    """Same local port as on the server where free here, else the next free one."""
+    """Same local port as on the server where free here, else the next free one; one
+    forward a port (engines on Ray Serve share its proxy's)."""
+    by_port: dict[int, list[str]] = {}
+    for service in services:
+        by_port.setdefault(service["port"], []).append(service["name"])
     taken: set[int] = set()
     forwards = []
-    for service in services:
-        local = service["port"]
+    for remote, names in by_port.items():
+        local = remote
         while local in taken or not net.port_is_free(local):
             local += 1
         taken.add(local)
-        forwards.append(Forward(service["name"], local, service["port"]))
+        forwards.append(Forward("+".join(names), local, remote))
     return forwards
 
 

@@ -1,0 +1,325 @@
+"""An engine as a Ray Serve deployment on a real two-node cluster on this machine
+(`workbench cluster up --nodes 2 --gpus-per-node 2`: GPUs Ray schedules that do not exist
+here, all on 127.0.0.1): `workbench up tinygpt --cluster ADDRESS --replicas 2
+--gpus-per-replica 1`, called with the official `openai` client and through the Gradio chat
+front, then `workbench down tinygpt`.
+
+The project is a throwaway one (the textgen env built from the repo's lock, the repo's
+gradio_apps/chat.py, a tiny random GPT-2) whose manifest pins the env to GPU 7: Ray's
+assignment must win. API keys are set, so the engines check them and the front sends one.
+
+Needs the [ray] extra (`make test-reliability` installs it). About two minutes: the cluster,
+the env (from the warm uv cache), two replicas, the chat front.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import REPO, free_port, json_data, listening_sockets, process_tree, workbench
+from tests.test_apps import BUILD_GPT
+from tests.test_engines import GREEDY
+
+pytest.importorskip("ray", reason="the [ray] extra is not installed (make test-reliability)")
+pytest.importorskip("ray.serve", reason="the [ray] extra is not installed (make test-reliability)")
+
+pytestmark = pytest.mark.usefixtures("demo_envs")
+
+TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
+KEY = "sk-serve-" + os.urandom(8).hex()
+PROMPTS = ["The try statement", "def f(x):", "Class definitions"]
+TOKENS = 24
+
+# A Serve application of someone else's on the same cluster: `down tinygpt` must leave it.
+OTHER_APP = """
+import os, sys
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+from ray import serve
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+if sys.argv[2] == "deploy":
+    @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+    class Other:
+        def __call__(self, request):
+            return "other"
+    serve.run(Other.bind(), name="other", route_prefix="/other")
+elif sys.argv[2] == "delete":
+    serve.delete("other")
+print(sorted(serve.status().applications))
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("serveproj") / "proj"
+    (root / "envs").mkdir(parents=True)
+    (root / "gradio_apps").mkdir()
+    for name in ("textgen.yml", "textgen.lock"):
+        shutil.copy(REPO / "envs" / name, root / "envs" / name)
+    shutil.copy(REPO / "gradio_apps" / "chat.py", root / "gradio_apps" / "chat.py")
+    (root / "workbench.toml").write_text(
+        '[project]\nname = "serveproj"\n[envs.textgen]\ngpus = [7]\n'
+        f'[engines.tinygpt]\nenv = "textgen"\nmodel = "models/tiny-gpt"\nport = {free_port()}\n'
+        f'[apps.chat]\nenv = "textgen"\nfile = "gradio_apps/chat.py"\nport = {free_port()}\n'
+        'engine = "tinygpt"\n'
+    )
+    model = subprocess.run(
+        [str(TEXTGEN), "-c", BUILD_GPT, str(root / "models" / "tiny-gpt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert model.returncode == 0, model.stderr
+    built = workbench("env", "create", "textgen", "--locked", cwd=root)
+    assert built.returncode == 0, built.stderr
+    began = time.monotonic()
+    up = workbench(
+        "cluster", "up", "--nodes", "2", "--gpus-per-node", "2", "--cpus-per-node", "4",
+        "--object-store-mb", "300", "--json", cwd=root,
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    cluster = json_data(up.stdout)
+    cluster["wall_s"] = time.monotonic() - began
+    try:
+        yield {"root": root, "cluster": cluster, "address": cluster["address"], "env": {}}
+    finally:
+        down = workbench("down", cwd=root)
+        stopped = workbench("cluster", "down", "--json", cwd=root)
+        assert down.returncode == 0, down.stderr
+        assert stopped.returncode == 0, stopped.stderr
+        left = process_tree(*[n["pid"] for n in json_data(stopped.stdout)])
+        assert not [p for p in left if Path(f"/proc/{p}/stat").exists()], left
+
+
+def _get(url: str) -> httpx.Response:
+    return httpx.get(url, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def deployed(served: dict) -> dict:
+    """`up tinygpt --cluster … --replicas 2 --gpus-per-replica 1`, timed, with its ps row
+    and its replicas (each with the engine's pid and port, its node and GPUs)."""
+    root = served["root"]
+    began = time.monotonic()
+    up = workbench(
+        "up", "tinygpt", "--cluster", served["address"], "--replicas", "2",
+        "--gpus-per-replica", "1", "--json", cwd=root, env={"WORKBENCH_API_KEYS": KEY},
+    )  # fmt: skip
+    wall = time.monotonic() - began
+    assert up.returncode == 0, up.stderr
+    (row,) = [s for s in json_data(up.stdout) if s["name"] == "tinygpt"]
+    base = row["url"].rsplit("/v1", 1)[0]
+    replicas = _get(base + "/replicas").json()
+    print(f"serve: 2 replicas healthy {wall:.1f} s after `workbench up` (cluster up "
+          f"{served['cluster']['wall_s']:.1f} s)")  # fmt: skip
+    return {"row": row, "base": base, "replicas": replicas, "up": up, "wall_s": wall}
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_two_replicas_each_on_a_gpu_of_its_own_listed_by_ps(served: dict, deployed: dict) -> None:
+    """Two replicas, healthy, each with one of Ray's GPUs (not the GPU 7 of the manifest)
+    in its engine's CUDA_VISIBLE_DEVICES, on distinct (node, GPU) pairs; `ps` lists the
+    engine as running on the cluster and `tunnel --print` forwards Serve's port."""
+    row, replicas = deployed["row"], deployed["replicas"]
+    assert row["kind"] == "engine" and row["health"] == "healthy"
+    assert row["cluster"] == served["address"] and row["replicas"] == 2
+    assert row["url"] == f"http://127.0.0.1:{row['port']}/tinygpt/v1"
+    assert len(replicas) == 2 and all(r["healthy"] for r in replicas), replicas
+    placed = {(r["node"], tuple(r["gpus"])) for r in replicas}
+    assert len(placed) == 2, replicas
+    for replica in replicas:
+        assert len(replica["gpus"]) == 1 and replica["gpus"][0] in ("0", "1"), replica
+        assert replica["device"] == "cpu" and "node without GPUs" in replica["note"]
+        seen = _environ(replica["engine_pid"])  # what the engine itself was given
+        assert seen["CUDA_VISIBLE_DEVICES"] == seen["WORKBENCH_GPUS_ASSIGNED"] == replica["gpus"][0]
+    ps = json_data(workbench("ps", "--json", cwd=served["root"]).stdout)
+    assert [(s["name"], s["health"], s["replicas"]) for s in ps] == [("tinygpt", "healthy", 2)]
+    line = workbench("tunnel", "--print", cwd=served["root"]).stdout
+    assert f"127.0.0.1:{row['port']}:127.0.0.1:{row['port']}" in line
+
+
+def _replica_requests(base: str) -> dict[str, float]:
+    """Completions each replica's engine served (from the merged /metrics)."""
+    counts: dict[str, float] = {}
+    for line in _get(base + "/metrics").text.splitlines():
+        if line.startswith("workbench_engine_requests_total{") and "/v1/completions" in line:
+            replica = line.split('replica="', 1)[1].split('"', 1)[0]
+            counts[replica] = counts.get(replica, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _ttft(url: str, prompt: str) -> float:
+    """Seconds to the first streamed text of a greedy completion."""
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+    began = time.perf_counter()
+    stream = client.completions.create(
+        model="tinygpt", prompt=prompt, max_tokens=8, temperature=0, stream=True
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].text:
+            first = time.perf_counter() - began
+            break
+    for _ in stream:
+        pass
+    return first
+
+
+def test_openai_client_streams_greedy_text_through_serve_spread_over_replicas(
+    served: dict, deployed: dict
+) -> None:
+    """The official client, pointed at Serve's endpoint: streamed text equals greedy
+    `generate`; no key is a 401; eight concurrent requests land on both replicas; time to
+    first token through Serve beside the same engine called directly."""
+    url = deployed["row"]["url"]
+    model = served["root"] / "models" / "tiny-gpt"
+    reference = subprocess.run(
+        [str(TEXTGEN), "-c", GREEDY, str(model), json.dumps(PROMPTS), str(TOKENS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads(reference.stdout.strip().splitlines()[-1])
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+    for prompt, text in zip(PROMPTS, expected, strict=True):
+        stream = client.completions.create(
+            model="tinygpt", prompt=prompt, max_tokens=TOKENS, temperature=0, stream=True
+        )
+        chunks = [c.choices[0].text for c in stream]
+        assert "".join(chunks) == text and text
+        assert len(chunks) > 1 or "\ufffd" in text  # streamed as it came
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="sk-wrong", max_retries=0).models.list()
+
+    before = _replica_requests(deployed["base"])
+
+    async def together() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0)
+
+        async def one(prompt: str) -> str:
+            stream = await aclient.completions.create(
+                model="tinygpt", prompt=prompt, max_tokens=TOKENS, temperature=0, stream=True
+            )
+            return "".join([c.choices[0].text async for c in stream])
+
+        texts = await asyncio.gather(*(one(p) for p in PROMPTS * 3))
+        await aclient.close()
+        return texts
+
+    assert asyncio.run(together()) == expected * 3
+    after = _replica_requests(deployed["base"])
+    served_now = {r: after[r] - before.get(r, 0) for r in after}
+    assert len(served_now) == 2 and all(n > 0 for n in served_now.values()), served_now
+
+    direct = f"http://127.0.0.1:{deployed['replicas'][0]['port']}/v1"
+    serve_ttft, direct_ttft = [], []
+    for _ in range(5):
+        for prompt in PROMPTS:
+            serve_ttft.append(_ttft(url, prompt))
+            direct_ttft.append(_ttft(direct, prompt))
+    print(
+        f"serve: TTFT median {statistics.median(serve_ttft) * 1000:.1f} ms through Serve, "
+        f"{statistics.median(direct_ttft) * 1000:.1f} ms to the engine directly; "
+        f"requests per replica {sorted(served_now.values())}"
+    )
+
+
+def test_the_chat_front_streams_from_the_serve_endpoint(served: dict, deployed: dict) -> None:
+    """`workbench up chat` after the engine went to the cluster: the front is told Serve's
+    URL (and a key), and gradio_client streams text the replicas generated."""
+    from gradio_client import Client
+
+    root = served["root"]
+    before = sum(_replica_requests(deployed["base"]).values())
+    up = workbench("up", "chat", "--json", cwd=root, env={"WORKBENCH_API_KEYS": KEY})
+    assert up.returncode == 0, up.stderr
+    chat = next(s for s in json_data(up.stdout) if s["name"] == "chat")
+    assert _environ(chat["pid"])["WORKBENCH_ENGINE_URL"] == deployed["row"]["url"]
+    job = Client(chat["url"], verbose=False).submit(
+        "The import statement", 40, 0.8, 40, api_name="/generate"
+    )
+    updates = list(job)
+    assert len(updates) >= 1 and updates[-1].strip(), updates
+    # the front's warm-up request and this one went through Serve to the replicas
+    assert sum(_replica_requests(deployed["base"]).values()) >= before + 2
+
+
+def test_every_listening_socket_is_on_loopback_and_no_key_leaks(
+    served: dict, deployed: dict
+) -> None:
+    """Every socket the cluster's processes hold (GCS, raylets, Serve's controller, proxy
+    and replicas with their gRPC servers, the probes, the engines) listens on 127.0.0.1;
+    the API key is in no process's command line, in no log of the project, nowhere in
+    Ray's folder (session logs included)."""
+    tree = process_tree(*[n["pid"] for n in served["cluster"]["nodes"]])
+    engines = {r["engine_pid"] for r in deployed["replicas"]}
+    assert engines <= tree, "the engines run outside the cluster's process tree"
+    sockets = listening_sockets(tree)
+    ports = {s.port for s in sockets}
+    assert deployed["row"]["port"] in ports and {r["port"] for r in deployed["replicas"]} <= ports
+    exposed = [s for s in sockets if s.address not in ("127.0.0.1", "::ffff:127.0.0.1")]
+    assert not exposed, exposed
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            assert KEY.encode() not in cmdline.read_bytes(), cmdline
+    state = json_data(workbench("cluster", "status", "--json", cwd=served["root"]).stdout)
+    assert state["address"] == served["address"]
+    ray_temp = Path(_ray_temp_dir(served["root"]))
+    for folder in (served["root"] / ".workbench" / "logs", ray_temp):
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.stat().st_size < 50 << 20:
+                with contextlib.suppress(OSError):
+                    assert KEY.encode() not in path.read_bytes(), path
+
+
+def _ray_temp_dir(root: Path) -> str:
+    from workbench import project as projects
+    from workbench.cluster import nodes
+
+    return nodes.read_state(projects.load(root)).temp_dir
+
+
+def test_down_deletes_the_deployment_and_its_engines_and_nothing_else(
+    served: dict, deployed: dict
+) -> None:
+    """Another Serve application runs beside it; `down tinygpt` deletes tinygpt's (its
+    engines, zygotes and cores exit), leaves the other one and the cluster running."""
+    address, root = served["address"], served["root"]
+    other = subprocess.run(
+        [sys.executable, "-c", OTHER_APP, address, "deploy"], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert "'other'" in other.stdout and "'tinygpt'" in other.stdout
+    engines = process_tree(*[r["engine_pid"] for r in deployed["replicas"]])
+    assert len(engines) >= 2 * 3, engines  # per engine: the front, its zygote, a core
+    workbench("down", "chat", cwd=root)
+    down = workbench("down", "tinygpt", "--json", cwd=root)
+    assert down.returncode == 0, down.stderr
+    assert json_data(down.stdout) == {"tinygpt": True}
+    deadline = time.monotonic() + 60
+    while [p for p in engines if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in engines if Path(f"/proc/{p}").exists()], "engine processes left"
+    assert json_data(workbench("ps", "--json", cwd=root).stdout) == []
+    listed = subprocess.run(
+        [sys.executable, "-c", OTHER_APP, address, "status"], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert listed.stdout.strip().splitlines()[-1] == "['other']", listed.stdout
+    subprocess.run([sys.executable, "-c", OTHER_APP, address, "delete"], timeout=300)
