@@ -108,3 +108,45 @@ def test_up_on_a_cluster_says_what_to_install_without_ray(tmp_path: Path) -> Non
     proc = cli("up", "gpt", "--replicas", "2", env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert "--replicas and --gpus-per-replica need --cluster (or RAY_ADDRESS)" in proc.stderr
+
+
+def test_a_deployment_whose_cluster_is_gone_is_listed_down_then_forgotten(tmp_path: Path) -> None:
+    """`ps` reads a deployment's record without Ray (its health from Serve's URL: down
+    here); `down` of an engine whose cluster no longer answers says so at once (Ray would
+    retry for minutes) and forgets it."""
+    import json
+
+    from tests.conftest import free_port, json_data, workbench
+    from workbench import project as projects
+    from workbench.serving import services
+    from workbench.serving.state import Kind, ServiceSpec
+
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "tiny.yml").write_text("dependencies:\n  - python=3.11\n")
+    (tmp_path / "workbench.toml").write_text(
+        '[project]\nname = "p"\n[engines.gpt]\nenv = "tiny"\nmodel = "models/gpt"\nport = 8999\n'
+    )
+    port = free_port()
+    services.record_deployment(
+        projects.load(tmp_path),
+        ServiceSpec(
+            name="gpt", kind=Kind.ENGINE, argv=[], cwd=str(tmp_path), host="127.0.0.1",
+            port=port, url=f"http://127.0.0.1:{port}/gpt/v1", log="", env_name="tiny",
+            cluster=f"127.0.0.1:{free_port()}", replicas=2, route="/gpt",
+        ),
+    )  # fmt: skip
+    ps = subprocess.run(
+        [sys.executable, "-c", NO_RAY, "ps", "--json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert ps.returncode == 1, ps.stderr  # listed, and not healthy
+    (row,) = json.loads(ps.stdout)["data"]
+    assert (row["name"], row["health"], row["replicas"]) == ("gpt", "down", 2)
+    assert row["url"].endswith("/gpt/v1")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return  # `down` of a deployment needs Ray: tests/reliability covers the rest
+    down = workbench("down", "gpt", "--json", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert json_data(down.stdout) == {"gpt": False}
+    assert json_data(workbench("ps", "--json", cwd=tmp_path).stdout) == []

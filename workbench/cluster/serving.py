@@ -14,6 +14,7 @@ of the deployment (held by Ray's controller), never in argv, logs or `ps`.
 """
 
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -31,16 +32,27 @@ GRACEFUL_SHUTDOWN_S = 30.0
 
 
 def _connect(address: str) -> None:
+    """ray.init on the cluster; a cluster that is not there is said at once (Ray itself
+    retries a GCS that does not answer for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        refused = None
+    except (OSError, ValueError) as exc:
+        refused = str(exc) or type(exc).__name__
     loopback.prepare_driver(address)
     import ray
 
     try:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        if refused is None:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        refused = str(exc).splitlines()[0][:200]
+    if refused is not None:
         raise WorkbenchError(
-            f"no Ray cluster answers at {address} ({str(exc).splitlines()[0][:200]}); start "
-            "one with `workbench cluster up`", CHECK_FAILED,
-        ) from None  # fmt: skip
+            f"no Ray cluster answers at {address} ({refused}); start one with "
+            "`workbench cluster up`", CHECK_FAILED,
+        )  # fmt: skip
 
 
 def _check_gpus(replicas: int, gpus: float) -> None:
