@@ -285,15 +285,10 @@ def _deploy(project: projects.Project, name: str, args: argparse.Namespace, clus
     from workbench.cluster import serving
 
     entry = project.engine(name)
-    here = services.running(project, name)
-    if here is not None and here.cluster != cluster:
-        raise WorkbenchError(
-            f"{name} runs {'on ' + here.cluster if here.cluster else 'on this server'}: "
-            f"`workbench down {name}` first"
-        )
+    deployed = services.deployment(project, name)
     gpus_per_replica = args.gpus_per_replica
-    if gpus_per_replica is None and here is not None:  # rescaling: as it was deployed
-        gpus_per_replica = services.deployment(project, name).gpus_per_replica
+    if gpus_per_replica is None and deployed is not None:  # rescaling: as it was deployed
+        gpus_per_replica = deployed.gpus_per_replica
     if gpus_per_replica is None:
         env = project.env(entry.env)
         gpus_per_replica = float(env.gpu_count or len(env.gpus or ()))
@@ -333,6 +328,9 @@ def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
             current = services.running(project, name)
             engine = getattr(project.service(name), "engine", None)
             try:
+                if cluster and name in project.engines and current and current.cluster != cluster:
+                    where = f"on {current.cluster}" if current.cluster else "on this server"
+                    raise WorkbenchError(f"{name} runs {where}: `workbench down {name}` first")
                 rescale = (  # `up ENGINE --cluster … --replicas N` again: Serve rescales it
                     current is not None
                     and cluster is not None
