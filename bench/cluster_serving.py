@@ -69,26 +69,26 @@ def timed(root: Path, *args: str) -> tuple[float, dict | list]:
     return time.perf_counter() - began, data
 
 
-def ttft(url: str, tokens: int = 16) -> float:
+def ttft(url: str, model: str, tokens: int = 16) -> float:
     client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
     began = time.perf_counter()
     first = None
     for chunk in client.completions.create(
-        model="tinygpt", prompt=PROMPT, max_tokens=tokens, temperature=0, stream=True
+        model=model, prompt=PROMPT, max_tokens=tokens, temperature=0, stream=True
     ):
         if first is None and chunk.choices and chunk.choices[0].text:
             first = time.perf_counter() - began
     return first
 
 
-async def concurrent(url: str, streams: int, tokens: int) -> tuple[float, int]:
+async def concurrent(url: str, model: str, streams: int, tokens: int) -> tuple[float, int]:
     """(seconds, completion tokens) of `streams` streamed completions at once."""
     client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0)
 
     async def one() -> int:
         got = 0
         stream = await client.completions.create(
-            model="tinygpt",
+            model=model,
             prompt=PROMPT,
             max_tokens=tokens,
             temperature=0.8,
@@ -163,19 +163,20 @@ def main() -> int:
             deployed_mb = wb(root, "cluster", "status")["memory_mb"]
             replicas = httpx.get(base + "/replicas", timeout=30).json()
             replica = f"http://127.0.0.1:{replicas[0]['port']}/v1"
-            paths = {"here": here, "replica": replica, "serve": serve}
+            paths = {"here": (here, "here"), "replica": (replica, "tinygpt"),
+                     "serve": (serve, "tinygpt")}  # fmt: skip
             times: dict[str, list[float]] = {name: [] for name in paths}
             for _ in range(3):  # warm every path
-                for url in paths.values():
-                    ttft(url)
+                for url, model in paths.values():
+                    ttft(url, model)
             for _ in range(args.trials):
-                for name, url in paths.items():
-                    times[name].append(ttft(url))
+                for name, (url, model) in paths.items():
+                    times[name].append(ttft(url, model))
             before = per_replica(base)
-            serve_s, serve_tokens = asyncio.run(concurrent(serve, 8, args.tokens))
+            serve_s, serve_tokens = asyncio.run(concurrent(serve, "tinygpt", 8, args.tokens))
             after = per_replica(base)
             spread = sorted(int(after[r] - before.get(r, 0)) for r in after)
-            here_s, here_tokens = asyncio.run(concurrent(here, 8, args.tokens))
+            here_s, here_tokens = asyncio.run(concurrent(here, "here", 8, args.tokens))
         finally:
             wb(root, "down")
             wb(root, "cluster", "down")

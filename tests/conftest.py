@@ -178,6 +178,27 @@ def process_tree(*roots: int) -> set[int]:
     return seen
 
 
+def living(pids: Iterable[int]) -> dict[int, str]:
+    """The processes of pids still alive, each with its state and command line (zombies,
+    state "Z", are dead: only their parent may reap them)."""
+    found = {}
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if state != "Z":
+            found[pid] = f"{state} {argv[:150]}"
+    return found
+
+
+def is_loopback_ip(address: str) -> bool:
+    """127.0.0.0/8, ::1, or 127.0.0.1 mapped into IPv6 (::ffff:7f00:1)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(ip.ipv4_mapped and ip.ipv4_mapped.is_loopback)
+
+
 def _address(hex_address: str) -> str:
     raw = bytes.fromhex(hex_address)  # each 32-bit word in host (little-endian) order
     raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import gradio_client
 import pytest
-from conftest import free_port
+
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = ("-m", "workbench.runtime.app_runner")  # run by the env's interpreter

@@ -6,7 +6,6 @@ Needs the [ray] extra (`make test-reliability` installs it). One cluster for the
 about a minute to start on the reference machine, a minute or two per sweep.
 """
 
-import ipaddress
 import json
 import os
 import signal
@@ -18,7 +17,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import json_data, listening_sockets, process_tree, workbench, write_env
+from tests.conftest import (
+    is_loopback_ip,
+    json_data,
+    listening_sockets,
+    living,
+    process_tree,
+    workbench,
+    write_env,
+)
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed (make test-reliability)")
 
@@ -77,24 +84,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         down = workbench("cluster", "down", "--json", cwd=root)
         assert down.returncode == 0, down.stderr
         pids = [n["pid"] for n in json_data(down.stdout)]  # joined nodes too
-        left = {pid: _describe(pid) for pid in process_tree(*pids)}
-        left = {pid: what for pid, what in left.items() if not what.startswith("Z ")}
+        left = living(process_tree(*pids))
         assert not left, f"cluster processes left after down: {left}"
-
-
-def _describe(pid: int) -> str:
-    """State and command line (zombies, "Z", are dead: only their parent may reap them)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return "Z gone"
-    return f"{state} {argv[:150]}"
-
-
-def _loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return ip.is_loopback or bool(ip.ipv4_mapped and ip.ipv4_mapped.is_loopback)
 
 
 def test_every_socket_of_the_cluster_listens_on_loopback(cluster) -> None:
@@ -105,7 +96,7 @@ def test_every_socket_of_the_cluster_listens_on_loopback(cluster) -> None:
     tree = process_tree(*[n["pid"] for n in data["nodes"]])
     sockets = listening_sockets(tree)
     assert len(sockets) >= 10, sockets  # GCS, raylets, dashboard, agents, workers
-    exposed = [s for s in sockets if not _loopback(s.address)]
+    exposed = [s for s in sockets if not is_loopback_ip(s.address)]
     assert not exposed, exposed
     print(
         f"cluster up: {data['wall_s']:.1f} s, {data['processes']} processes, "
@@ -228,4 +219,4 @@ def test_join_adds_a_node_back(cluster) -> None:
     states = sorted(n["state"] for n in status["cluster_nodes"])
     assert states == ["ALIVE", "ALIVE", "DEAD"], states
     sockets = listening_sockets(process_tree(node["pid"]))
-    assert sockets and all(_loopback(s.address) for s in sockets), sockets
+    assert sockets and all(is_loopback_ip(s.address) for s in sockets), sockets

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,16 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import REPO, free_port, json_data, listening_sockets, process_tree, workbench
+from tests.conftest import (
+    REPO,
+    free_port,
+    is_loopback_ip,
+    json_data,
+    listening_sockets,
+    living,
+    process_tree,
+    workbench,
+)
 from tests.test_apps import BUILD_GPT
 from tests.test_engines import GREEDY
 
@@ -98,8 +108,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         stopped = workbench("cluster", "down", "--json", cwd=root)
         assert down.returncode == 0, down.stderr
         assert stopped.returncode == 0, stopped.stderr
-        left = process_tree(*[n["pid"] for n in json_data(stopped.stdout)])
-        assert not [p for p in left if Path(f"/proc/{p}/stat").exists()], left
+        left = living(process_tree(*[n["pid"] for n in json_data(stopped.stdout)]))
+        assert not left, f"cluster processes left after down: {left}"
 
 
 def _get(url: str) -> httpx.Response:
@@ -272,7 +282,7 @@ def test_every_listening_socket_is_on_loopback_and_no_key_leaks(
     sockets = listening_sockets(tree)
     ports = {s.port for s in sockets}
     assert deployed["row"]["port"] in ports and {r["port"] for r in deployed["replicas"]} <= ports
-    exposed = [s for s in sockets if s.address not in ("127.0.0.1", "::ffff:127.0.0.1")]
+    exposed = [s for s in sockets if not is_loopback_ip(s.address)]
     assert not exposed, exposed
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
@@ -285,6 +295,30 @@ def test_every_listening_socket_is_on_loopback_and_no_key_leaks(
             if path.is_file() and not path.is_symlink() and path.stat().st_size < 50 << 20:
                 with contextlib.suppress(OSError):
                     assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_replica_whose_engine_dies_is_replaced(served: dict, deployed: dict) -> None:
+    """SIGKILL one replica's engine: Serve's health check (the engine's /healthz) fails,
+    Serve replaces the replica, and two healthy replicas answer again, one with a new
+    engine; requests keep being answered meanwhile by the other."""
+    killed = deployed["replicas"][0]["engine_pid"]
+    began = time.monotonic()
+    os.kill(killed, signal.SIGKILL)
+    url = deployed["row"]["url"]
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=3)
+    deadline = time.monotonic() + 120
+    while True:
+        replicas = _get(deployed["base"] + "/replicas").json()
+        pids = {r["engine_pid"] for r in replicas if r.get("healthy")}
+        if len(pids) == 2 and killed not in pids:
+            break
+        assert time.monotonic() < deadline, f"not replaced in 120 s: {replicas}"
+        client.completions.create(model="tinygpt", prompt="x", max_tokens=2)
+        time.sleep(1)
+    print(f"serve: a killed engine's replica replaced in {time.monotonic() - began:.1f} s")
+    deployed["replicas"] = replicas  # the later tests see the engines now running
+    done = client.completions.create(model="tinygpt", prompt="def f(x):", max_tokens=4)
+    assert done.choices[0].text
 
 
 def _ray_temp_dir(root: Path) -> str:

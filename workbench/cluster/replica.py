@@ -217,6 +217,7 @@ class EngineProcess:
 
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.port: int | None = None
+        self.stopping = False
         self.log = open(log, "a", encoding="utf-8")  # noqa: SIM115 - closed by the reader
         self.log.write(header + "\n")
         self.log.flush()
@@ -272,6 +273,7 @@ class EngineProcess:
 
     def stop(self) -> None:
         """SIGTERM to the engine's group, SIGKILL to what is left after the grace."""
+        self.stopping = True
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -315,7 +317,7 @@ class EngineReplica:
 
         bind_serve_grpc_to_node()
         context = serve.get_replica_context()
-        self.app = context.app_name
+        self.app_name = context.app_name
         self.replica = context.replica_id.unique_id
         self.spec = spec
         node_id = ray.get_runtime_context().get_node_id()
@@ -358,7 +360,7 @@ class EngineReplica:
         self.probe = (
             ray.remote(Probe)
             .options(
-                name=f"{self.app}/{self.replica}",
+                name=f"{self.app_name}/{self.replica}",
                 namespace=NAMESPACE,
                 num_cpus=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
@@ -366,9 +368,24 @@ class EngineReplica:
             .remote(self.info, self.engine.port)
         )
         self.session = None  # aiohttp's, made in the loop that serves requests
+        threading.Thread(target=self._exit_with_engine, daemon=True).start()
+
+    def _exit_with_engine(self) -> None:
+        """A replica whose engine died exits with it. Serve would notice only at its next
+        health check, and meanwhile its router would favour the replica that answers
+        fastest (with a 503); a dead actor is dropped from routing at once, and replaced."""
+        code = self.engine.proc.wait()
+        if not self.engine.stopping:
+            why = self.engine.why()
+            print(json.dumps({"msg": "the engine exited: so does its replica", "code": code,
+                              "why": why}), flush=True)  # fmt: skip
+            os._exit(1)
 
     def __serve_build_asgi_app__(self):
-        return self.asgi
+        async def app(scope: dict, receive, send) -> None:  # a function: uvicorn takes
+            await self.asgi(scope, receive, send)  # a bound method for ASGI 2
+
+        return app
 
     async def check_health(self) -> None:
         """Serve replaces a replica whose engine exited or stopped answering healthy."""
@@ -433,7 +450,7 @@ class EngineReplica:
             mine = [
                 a["name"]
                 for a in found
-                if a.get("namespace") == NAMESPACE and a["name"].startswith(f"{self.app}/")
+                if a.get("namespace") == NAMESPACE and a["name"].startswith(f"{self.app_name}/")
             ]
             handles = []
             for name in sorted(mine):

@@ -17,6 +17,7 @@ PROBED = 8  # replicas whose queues are compared per request (all of them, up to
 
 class LeastLoaded(FIFOMixin, RequestRouter):
     async def choose_replicas(self, candidate_replicas, pending_request=None):
-        if len(candidate_replicas) > PROBED:
-            return [random.sample(candidate_replicas, PROBED)]
-        return [candidate_replicas]
+        """Up to PROBED replicas in random order: Serve sends to the shortest queue among
+        them, and a tie goes to the first (a burst finds every replica idle at once, and
+        in a fixed order would all go to one)."""
+        return [random.sample(candidate_replicas, min(PROBED, len(candidate_replicas)))]

@@ -13,7 +13,9 @@ that front the engine find it like a local one. API keys reach the replicas as a
 of the deployment (held by Ray's controller), never in argv, logs or `ps`.
 """
 
+import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ ROUTE = "/{name}"
 HEALTH_CHECK_PERIOD_S = 5.0
 HEALTH_CHECK_TIMEOUT_S = 30.0
 GRACEFUL_SHUTDOWN_S = 30.0
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception):")
 
 
 def _connect(address: str) -> None:
@@ -41,6 +44,7 @@ def _connect(address: str) -> None:
     except (OSError, ValueError) as exc:
         refused = str(exc) or type(exc).__name__
     loopback.prepare_driver(address)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines go to stderr
     import ray
 
     try:
@@ -72,16 +76,18 @@ def _check_gpus(replicas: int, gpus: float) -> None:
 
 
 def _start_serve(host: str) -> tuple[str, int]:
-    """Serve's proxy (host, port): started here if the cluster runs no Serve."""
+    """Serve's proxy (host, port): started here if the cluster runs none, else as it is."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
-    serve.start(
-        proxy_location="HeadOnly",
-        http_options={"host": host, "port": net.pick_port(8100, host)},
-    )
-    config = _get_global_client().http_config
-    return config.host, config.port
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        serve.start(
+            proxy_location="HeadOnly",
+            http_options={"host": host, "port": net.pick_port(8100, host)},
+        )
+        client = _get_global_client()
+    return client.http_config.host, client.http_config.port
 
 
 def _spec(project: Project, engine: EngineEntry, gpus: float, timeout: float) -> dict:
@@ -230,7 +236,7 @@ def _short(message: str) -> str:
     """Serve's messages carry tracebacks: the line that says what went wrong."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in reversed(lines):
-        if line.startswith(("RuntimeError:", "WorkbenchError:", "ValueError:", "OSError:")):
+        if EXCEPTION_LINE.match(line):
             return line.split(":", 1)[1].strip()
     return lines[-1] if lines else "(no message)"
 

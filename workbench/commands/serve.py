@@ -501,11 +501,9 @@ def _destination(args: argparse.Namespace, project: projects.Project) -> str:
 
 
 def _forwards(listed: list[Service]) -> list[tunnel.Forward]:
-    """One forward a port (engines on Ray Serve share its proxy's)."""
-    ports: dict[int, list[str]] = {}
-    for s in listed:
-        ports.setdefault(s.port, []).append(s.name)
-    return [tunnel.Forward("+".join(names), port, port) for port, names in ports.items()]
+    """One forward a port, on the same port (engines on Ray Serve share its proxy's)."""
+    named = tunnel.by_port((s.name, s.port) for s in listed)
+    return [tunnel.Forward(name, port, port) for port, name in named.items()]
 
 
 def _print_tunnel(listed: list[Service], via: str) -> None:

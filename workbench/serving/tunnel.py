@@ -6,7 +6,7 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from workbench import results
@@ -101,20 +101,25 @@ def remote_services(destination: str, ssh_options: list[str], workbench: str) ->
     return services
 
 
+def by_port(named_ports: Iterable[tuple[str, int]]) -> dict[int, str]:
+    """One name a port ("a+b" where services share one: engines on Ray Serve share its
+    proxy's), in the order first seen."""
+    names: dict[int, list[str]] = {}
+    for name, port in named_ports:
+        names.setdefault(port, []).append(name)
+    return {port: "+".join(found) for port, found in names.items()}
+
+
 def local_forwards(services: list[dict]) -> list[Forward]:
-    """Same local port as on the server where free here, else the next free one; one
-    forward a port (engines on Ray Serve share its proxy's)."""
-    by_port: dict[int, list[str]] = {}
-    for service in services:
-        by_port.setdefault(service["port"], []).append(service["name"])
+    """One forward a port, to the same local port where free here, else the next free one."""
     taken: set[int] = set()
     forwards = []
-    for remote, names in by_port.items():
+    for remote, name in by_port((s["name"], s["port"]) for s in services).items():
         local = remote
         while local in taken or not net.port_is_free(local):
             local += 1
         taken.add(local)
-        forwards.append(Forward("+".join(names), local, remote))
+        forwards.append(Forward(name, local, remote))
     return forwards
 
 
