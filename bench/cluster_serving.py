@@ -37,7 +37,7 @@ import openai
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.test_apps import BUILD_GPT  # noqa: E402 - the tiny random GPT-2 of the tests
+from tests.test_apps import build_tiny_gpt  # noqa: E402 - the tiny random GPT-2 of the tests
 
 TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 KEY = "sk-bench-" + os.urandom(6).hex()
@@ -140,11 +140,7 @@ def main() -> int:
             f"[engines.tinygpt]\n{engine.format(port=free_port())}"
             f"[engines.here]\n{engine.format(port=free_port())}"
         )
-        subprocess.run(
-            [str(TEXTGEN), "-c", BUILD_GPT, str(root / "models" / "tiny-gpt")],
-            check=True,
-            capture_output=True,
-        )
+        build_tiny_gpt(root / "models" / "tiny-gpt")
         wb(root, "env", "create", "textgen", "--locked")
         try:
             local_up, listed = timed(root, "up", "here")

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -24,7 +25,7 @@ from pathlib import Path
 import gradio_client
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, workbench
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = ("-m", "workbench.runtime.app_runner")  # run by the env's interpreter
@@ -58,6 +59,28 @@ model = GPT2LMHeadModel(cfg)
 model.generation_config.eos_token_id = None  # random weights: never stop early
 model.save_pretrained(out)
 """
+
+
+def build_tiny_gpt(path: Path, python: Path = TEXTGEN) -> None:
+    """A tiny random GPT-2 (BUILD_GPT) saved at path, by python (the repo's textgen env)."""
+    built = subprocess.run(
+        [str(python), "-c", BUILD_GPT, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert built.returncode == 0, built.stderr
+
+
+def textgen_project(root: Path) -> None:
+    """In a throwaway project whose workbench.toml is written: the textgen env built from
+    the repo's lock, the repo's chat front and a tiny random GPT-2 in models/tiny-gpt."""
+    (root / "envs").mkdir(parents=True, exist_ok=True)
+    (root / "gradio_apps").mkdir(exist_ok=True)
+    for name in ("textgen.yml", "textgen.lock"):
+        shutil.copy(REPO / "envs" / name, root / "envs" / name)
+    shutil.copy(REPO / "gradio_apps" / "chat.py", root / "gradio_apps" / "chat.py")
+    build_tiny_gpt(root / "models" / "tiny-gpt")
+    built = workbench("env", "create", "textgen", "--locked", cwd=root)
+    assert built.returncode == 0, built.stderr
+
 
 BUILD_INDEX = r"""
 import json, sys, numpy as np, torch

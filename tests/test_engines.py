@@ -29,7 +29,7 @@ import openai
 import pytest
 
 from tests.conftest import REPO, free_port, listening_sockets, process_tree
-from tests.test_apps import BUILD_GPT
+from tests.test_apps import build_tiny_gpt
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("demo_envs")]
 
@@ -55,6 +55,32 @@ for p in prompts:
     out.append(tok.decode(g[0, ids.shape[1]:], skip_special_tokens=True))
 print(json.dumps(out))
 """
+
+
+def greedy_texts(model: str | Path, prompts: list[str], tokens: int) -> list[str]:
+    """What greedy `generate` makes of each prompt (tokens new tokens), in the textgen env."""
+    reference = subprocess.run(
+        [str(TEXTGEN), "-c", GREEDY, str(model), json.dumps(prompts), str(tokens)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert reference.returncode == 0, reference.stderr
+    return json.loads(reference.stdout.strip().splitlines()[-1])
+
+
+def assert_streams_greedy(
+    client: openai.OpenAI, model: str, prompts: list[str], expected: list[str], tokens: int
+) -> None:
+    """Each prompt streamed greedily through client gives its expected text, in chunks."""
+    for prompt, text in zip(prompts, expected, strict=True):
+        stream = client.completions.create(
+            model=model, prompt=prompt, max_tokens=tokens, temperature=0, stream=True
+        )
+        chunks = [c.choices[0].text for c in stream]
+        assert "".join(chunks) == text and text
+        assert len(chunks) > 1 or "\ufffd" in text  # streamed as it came
+
 
 MEAN_POOLED = r"""
 import json, sys, torch
@@ -173,13 +199,7 @@ def _stop(engine: Engine) -> None:
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engines")
-    built = subprocess.run(
-        [str(TEXTGEN), "-c", BUILD_GPT, str(tmp / "tiny-gpt")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
+    build_tiny_gpt(tmp / "tiny-gpt")
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     otel = {
@@ -232,22 +252,8 @@ def test_openai_client_streams_the_greedy_text_of_generate(engines) -> None:
     makes of the same prompt. (The random model turns "x" into bytes that are no UTF-8: the
     stream ends with the same U+FFFD characters a plain decode gives.)"""
     tokens = 40
-    reference = subprocess.run(
-        [str(TEXTGEN), "-c", GREEDY, engines["model"], json.dumps(PROMPTS), str(tokens)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert reference.returncode == 0, reference.stderr
-    expected = json.loads(reference.stdout.strip().splitlines()[-1])
-    client = engines["tiny"].client()
-    for prompt, text in zip(PROMPTS, expected, strict=True):
-        stream = client.completions.create(
-            model="tiny", prompt=prompt, max_tokens=tokens, temperature=0, stream=True
-        )
-        chunks = [c.choices[0].text for c in stream]
-        assert "".join(chunks) == text and text
-        assert len(chunks) > 1 or "\ufffd" in text  # streamed as it came
+    expected = greedy_texts(engines["model"], PROMPTS, tokens)
+    assert_streams_greedy(engines["tiny"].client(), "tiny", PROMPTS, expected, tokens)
 
     async def together() -> list[str]:
         aclient = openai.AsyncOpenAI(

@@ -41,7 +41,7 @@ from tests.conftest import (
     process_tree,
     workbench,
 )
-from tests.test_apps import BUILD_GPT
+from tests.test_apps import build_tiny_gpt
 from workbench.notebooks import records
 
 AUTH = "ada:" + secrets.token_urlsafe(16)  # the app's login, given as WORKBENCH_AUTH
@@ -154,11 +154,7 @@ def _add_engine(root: Path) -> str:
         shutil.copy(REPO / "envs" / name, root / "envs" / name)
     built = workbench("env", "create", "textgen", "--locked", cwd=root)
     assert built.returncode == 0, built.stderr
-    python = root / ".workbench/envs/textgen/bin/python"
-    model = subprocess.run(
-        [str(python), "-c", BUILD_GPT, str(root / "models/tiny")], capture_output=True, text=True
-    )
-    assert model.returncode == 0, model.stderr
+    build_tiny_gpt(root / "models/tiny", root / ".workbench/envs/textgen/bin/python")
     manifest = (root / "workbench.toml").read_text()
     engine = f'\n[engines.tiny]\nenv = "textgen"\nmodel = "models/tiny"\nport = {free_port()}\n'
     (root / "workbench.toml").write_text(manifest + engine)

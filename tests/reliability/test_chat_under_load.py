@@ -17,10 +17,8 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -34,14 +32,13 @@ import report
 from conftest import REPO, free_port, json_data, workbench
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_apps import BUILD_GPT
+from test_apps import textgen_project
 
 sys.path.insert(0, str(REPO / "bench"))
 import sse_clients  # noqa: E402 - bench/ is not a package
 
 pytestmark = pytest.mark.usefixtures("demo_envs")
 
-TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 SOAK_S = float(os.environ.get("WORKBENCH_SOAK_S", "60"))
 SOAK_CLIENTS = 32
 PROMPT = "The try statement"
@@ -69,11 +66,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("reliability") / "proj"
-    (root / "envs").mkdir(parents=True)
-    (root / "gradio_apps").mkdir()
-    for name in ("textgen.yml", "textgen.lock"):
-        shutil.copy(REPO / "envs" / name, root / "envs" / name)
-    shutil.copy(REPO / "gradio_apps" / "chat.py", root / "gradio_apps" / "chat.py")
+    root.mkdir()
     ports = {"chat": free_port(), "busy": free_port()}
     apps = "".join(
         f'\n[apps.{name}]\nenv = "textgen"\nfile = "gradio_apps/chat.py"\nport = {port}\n'
@@ -86,15 +79,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     (root / "workbench.toml").write_text(
         f'[project]\nname = "reliability"\n\n[envs.textgen]\n{engine}{apps}'
     )
-    model = subprocess.run(
-        [str(TEXTGEN), "-c", BUILD_GPT, str(root / "models" / "tiny-gpt")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert model.returncode == 0, model.stderr
-    built = workbench("env", "create", "textgen", "--locked", cwd=root)
-    assert built.returncode == 0, built.stderr
+    textgen_project(root)
     try:
         up = workbench("up", "chat", cwd=root)
         assert up.returncode == 0, up.stderr

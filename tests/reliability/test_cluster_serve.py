@@ -14,9 +14,7 @@ the env (from the warm uv cache), two replicas, the chat front.
 
 import asyncio
 import contextlib
-import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -29,7 +27,6 @@ import openai
 import pytest
 
 from tests.conftest import (
-    REPO,
     free_port,
     is_loopback_ip,
     json_data,
@@ -38,15 +35,14 @@ from tests.conftest import (
     process_tree,
     workbench,
 )
-from tests.test_apps import BUILD_GPT
-from tests.test_engines import GREEDY
+from tests.test_apps import textgen_project
+from tests.test_engines import assert_streams_greedy, greedy_texts
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed (make test-reliability)")
 pytest.importorskip("ray.serve", reason="the [ray] extra is not installed (make test-reliability)")
 
 pytestmark = pytest.mark.usefixtures("demo_envs")
 
-TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 KEY = "sk-serve-" + os.urandom(8).hex()
 PROMPTS = ["The try statement", "def f(x):", "Class definitions"]
 TOKENS = 24
@@ -73,26 +69,14 @@ print(sorted(serve.status().applications))
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serveproj") / "proj"
-    (root / "envs").mkdir(parents=True)
-    (root / "gradio_apps").mkdir()
-    for name in ("textgen.yml", "textgen.lock"):
-        shutil.copy(REPO / "envs" / name, root / "envs" / name)
-    shutil.copy(REPO / "gradio_apps" / "chat.py", root / "gradio_apps" / "chat.py")
+    root.mkdir()
     (root / "workbench.toml").write_text(
         '[project]\nname = "serveproj"\n[envs.textgen]\ngpus = [7]\n'
         f'[engines.tinygpt]\nenv = "textgen"\nmodel = "models/tiny-gpt"\nport = {free_port()}\n'
         f'[apps.chat]\nenv = "textgen"\nfile = "gradio_apps/chat.py"\nport = {free_port()}\n'
         'engine = "tinygpt"\n'
     )
-    model = subprocess.run(
-        [str(TEXTGEN), "-c", BUILD_GPT, str(root / "models" / "tiny-gpt")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert model.returncode == 0, model.stderr
-    built = workbench("env", "create", "textgen", "--locked", cwd=root)
-    assert built.returncode == 0, built.stderr
+    textgen_project(root)
     began = time.monotonic()
     up = workbench(
         "cluster", "up", "--nodes", "2", "--gpus-per-node", "2", "--cpus-per-node", "4",
@@ -196,23 +180,9 @@ def test_openai_client_streams_greedy_text_through_serve_spread_over_replicas(
     `generate`; no key is a 401; eight concurrent requests land on both replicas; time to
     first token through Serve beside the same engine called directly."""
     url = deployed["row"]["url"]
-    model = served["root"] / "models" / "tiny-gpt"
-    reference = subprocess.run(
-        [str(TEXTGEN), "-c", GREEDY, str(model), json.dumps(PROMPTS), str(TOKENS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert reference.returncode == 0, reference.stderr
-    expected = json.loads(reference.stdout.strip().splitlines()[-1])
+    expected = greedy_texts(served["root"] / "models" / "tiny-gpt", PROMPTS, TOKENS)
     client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
-    for prompt, text in zip(PROMPTS, expected, strict=True):
-        stream = client.completions.create(
-            model="tinygpt", prompt=prompt, max_tokens=TOKENS, temperature=0, stream=True
-        )
-        chunks = [c.choices[0].text for c in stream]
-        assert "".join(chunks) == text and text
-        assert len(chunks) > 1 or "\ufffd" in text  # streamed as it came
+    assert_streams_greedy(client, "tinygpt", PROMPTS, expected, TOKENS)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url, api_key="sk-wrong", max_retries=0).models.list()
 

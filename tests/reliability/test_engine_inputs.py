@@ -20,7 +20,7 @@ import report
 from conftest import REPO, free_port
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_apps import BUILD_GPT
+from test_apps import build_tiny_gpt
 
 pytestmark = pytest.mark.usefixtures("demo_envs")
 
@@ -37,10 +37,7 @@ anything = st.recursive(
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engine-inputs")
-    built = subprocess.run(
-        [str(TEXTGEN), "-c", BUILD_GPT, str(tmp / "gpt")], capture_output=True, text=True
-    )
-    assert built.returncode == 0, built.stderr
+    build_tiny_gpt(tmp / "gpt")
     port = free_port()
     with open(tmp / "engine.log", "w") as log:
         proc = subprocess.Popen(

@@ -56,13 +56,8 @@ def running(project: Project, name: str) -> Service | None:
         return None
     pid = state.pid if alive(state.pid) else None
     health = net.probe(net.health_url(spec.kind, spec.port)) if pid else Health.DOWN
-    return Service(
-        name=name,
-        kind=spec.kind,
-        env=spec.env_name,
-        host=spec.host,
-        port=spec.port,
-        url=spec.url,
+    return _service(
+        spec,
         status=state.status,
         health=health,
         pid=pid,
@@ -76,13 +71,8 @@ def running(project: Project, name: str) -> Service | None:
 def _deployed(spec: ServiceSpec) -> Service:
     """An engine on a Ray cluster, as far as its HTTP endpoint says (no Ray needed)."""
     health = net.probe(net.health_url(spec.kind, spec.port, spec.route))
-    return Service(
-        name=spec.name,
-        kind=spec.kind,
-        env=spec.env_name,
-        host=spec.host,
-        port=spec.port,
-        url=spec.url,
+    return _service(
+        spec,
         status=ServiceStatus.RUNNING,
         health=health,
         pid=None,
@@ -91,6 +81,19 @@ def _deployed(spec: ServiceSpec) -> Service:
         uptime=round(time.time() - spec.started, 1) if spec.started else None,
         cluster=spec.cluster,
         replicas=spec.replicas,
+    )
+
+
+def _service(spec: ServiceSpec, **how) -> Service:
+    """What `ps` shows of a service: what its spec says, and how it goes (how)."""
+    return Service(
+        name=spec.name,
+        kind=spec.kind,
+        env=spec.env_name,
+        host=spec.host,
+        port=spec.port,
+        url=spec.url,
+        **how,
     )
 
 
