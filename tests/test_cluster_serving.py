@@ -3,9 +3,13 @@ metrics, places its engine (CPU when Ray's GPUs do not exist), builds its enviro
 says why an engine stopped; and the commands without Ray installed (the real deployment,
 on a real two-node cluster, is tests/reliability/test_cluster_serve.py)."""
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.test_sweeps import NO_RAY
 from workbench.cluster.replica import (
@@ -110,43 +114,54 @@ def test_up_on_a_cluster_says_what_to_install_without_ray(tmp_path: Path) -> Non
     assert "--replicas and --gpus-per-replica need --cluster (or RAY_ADDRESS)" in proc.stderr
 
 
-def test_a_deployment_whose_cluster_is_gone_is_listed_down_then_forgotten(tmp_path: Path) -> None:
-    """`ps` reads a deployment's record without Ray (its health from Serve's URL: down
-    here); `down` of an engine whose cluster no longer answers says so at once (Ray would
-    retry for minutes) and forgets it."""
-    import json
-
-    from tests.conftest import free_port, json_data, workbench
+def _gone_deployment(root: Path) -> int:
+    """A project whose engine gpt is recorded as deployed on a cluster that is not there;
+    returns the port of Serve's (absent) proxy."""
+    from tests.conftest import free_port
     from workbench import project as projects
     from workbench.serving import services
     from workbench.serving.state import Kind, ServiceSpec
 
-    (tmp_path / "envs").mkdir()
-    (tmp_path / "envs" / "tiny.yml").write_text("dependencies:\n  - python=3.11\n")
-    (tmp_path / "workbench.toml").write_text(
+    (root / "envs").mkdir()
+    (root / "envs" / "tiny.yml").write_text("dependencies:\n  - python=3.11\n")
+    (root / "workbench.toml").write_text(
         '[project]\nname = "p"\n[engines.gpt]\nenv = "tiny"\nmodel = "models/gpt"\nport = 8999\n'
     )
     port = free_port()
     services.record_deployment(
-        projects.load(tmp_path),
+        projects.load(root),
         ServiceSpec(
-            name="gpt", kind=Kind.ENGINE, argv=[], cwd=str(tmp_path), host="127.0.0.1",
+            name="gpt", kind=Kind.ENGINE, argv=[], cwd=str(root), host="127.0.0.1",
             port=port, url=f"http://127.0.0.1:{port}/gpt/v1", log="", env_name="tiny",
             cluster=f"127.0.0.1:{free_port()}", replicas=2, route="/gpt",
         ),
     )  # fmt: skip
+    return port
+
+
+def test_a_deployment_whose_cluster_is_gone_is_listed_down_without_ray(tmp_path: Path) -> None:
+    """`ps` reads a deployment's record without Ray: listed, its health from Serve's URL
+    (down here), exit 1 as for any service not healthy."""
+    _gone_deployment(tmp_path)
     ps = subprocess.run(
         [sys.executable, "-c", NO_RAY, "ps", "--json"], cwd=tmp_path, capture_output=True, text=True
     )
-    assert ps.returncode == 1, ps.stderr  # listed, and not healthy
+    assert ps.returncode == 1, ps.stderr
     (row,) = json.loads(ps.stdout)["data"]
     assert (row["name"], row["health"], row["replicas"]) == ("gpt", "down", 2)
     assert row["url"].endswith("/gpt/v1")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return  # `down` of a deployment needs Ray: tests/reliability covers the rest
+
+
+def test_down_of_a_deployment_whose_cluster_is_gone_forgets_it_at_once(tmp_path: Path) -> None:
+    """`down` of an engine whose cluster no longer answers says so at once (Ray itself
+    would retry for minutes) and forgets it. Needs the [ray] extra (make ray-deps)."""
+    pytest.importorskip("ray", reason="the [ray] extra is not installed (make ray-deps)")
+    from tests.conftest import json_data, workbench
+
+    _gone_deployment(tmp_path)
+    began = time.monotonic()
     down = workbench("down", "gpt", "--json", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert json_data(down.stdout) == {"gpt": False}
+    assert time.monotonic() - began < 30
     assert json_data(workbench("ps", "--json", cwd=tmp_path).stdout) == []
