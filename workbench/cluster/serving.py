@@ -76,7 +76,9 @@ def _check_gpus(replicas: int, gpus: float) -> None:
 
 
 def _start_serve(host: str) -> tuple[str, int]:
-    """Serve's proxy (host, port): started here if the cluster runs none, else as it is."""
+    """Serve's proxy (host, port): started here if the cluster runs none, else as it is.
+    Serve's client is private API (nothing public gives the proxy's port without the
+    dashboard's REST API); tests/reliability/test_cluster_serve.py notices a change."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
