@@ -36,6 +36,7 @@ from tests.conftest import (
     workbench,
 )
 from tests.test_apps import textgen_project
+from tests.test_cluster_serving import gone_deployment
 from tests.test_engines import assert_streams_greedy, greedy_texts
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed (make test-reliability)")
@@ -327,3 +328,16 @@ def test_down_deletes_the_deployment_and_its_engines_and_nothing_else(
     )  # fmt: skip
     assert listed.stdout.strip().splitlines()[-1] == "['other']", listed.stdout
     subprocess.run([sys.executable, "-c", OTHER_APP, address, "delete"], timeout=300)
+
+
+def test_down_of_a_deployment_whose_cluster_is_gone_forgets_it_at_once(tmp_path: Path) -> None:
+    """`down` of an engine whose cluster no longer answers says so at once (Ray itself
+    would retry for minutes) and forgets it. No cluster needed: the record points at a
+    port where none answers."""
+    gone_deployment(tmp_path)
+    began = time.monotonic()
+    down = workbench("down", "gpt", "--json", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert json_data(down.stdout) == {"gpt": False}
+    assert time.monotonic() - began < 30
+    assert json_data(workbench("ps", "--json", cwd=tmp_path).stdout) == []
