@@ -5,9 +5,10 @@ The project reaches the nodes at the driver's commit (a `git archive`, shared th
 Ray's object store), so tracked changes must be committed first, and so must the env's
 lock (nodes build the env from it). Records, output notebooks and metrics come back into
 the driver's runs/, with the node and GPU ids. A run whose node or worker is lost is
-submitted again (up to MAX_ATTEMPTS), elsewhere if its node is gone, and its record lists
-the lost attempts; a notebook that fails is a result, never retried. Ctrl-C cancels the
-runs: those in hand record that they were interrupted.
+submitted again (up to MAX_ATTEMPTS, after RETRY_DELAY_S times the attempts lost so far:
+Ray takes a moment to mark a lost node dead, and a retry sent sooner may go to it and be
+lost again), and its record lists the lost attempts; a notebook that fails is a result,
+never retried. Ctrl-C cancels the runs: those in hand record that they were interrupted.
 """
 
 import contextlib
@@ -25,6 +26,7 @@ from workbench.project import Project
 from workbench.subprocesses import run as run_command
 
 MAX_ATTEMPTS = 3
+RETRY_DELAY_S = 2.0  # the cluster notices a lost node in ~1.5 s (health checks every 0.5 s)
 DELIVERY_WAIT_S = 120.0
 
 
@@ -143,6 +145,7 @@ def _run(
             return task.options(name=f"{sweep.id}#{index}").remote(shared, spec, collector)
 
         pending = {submit(i): i for i in range(len(combos))}
+        retry_at: dict[int, float] = {}  # lost runs, and when to submit them again
         announced: set[int] = set()
 
         def drain() -> dict[int, dict]:
@@ -155,8 +158,15 @@ def _run(
             return delivered
 
         try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            while pending or retry_at:
+                for index in [i for i, at in retry_at.items() if at <= time.monotonic()]:
+                    del retry_at[index]
+                    pending[submit(index)] = index
+                done = []
+                if pending:
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                else:
+                    time.sleep(0.2)
                 drain()
                 for ref in done:
                     index = pending.pop(ref)
@@ -181,7 +191,8 @@ def _run(
                             }
                         )
                         if len(attempts[index]) < MAX_ATTEMPTS:
-                            pending[submit(index)] = index
+                            delay = RETRY_DELAY_S * len(attempts[index])
+                            retry_at[index] = time.monotonic() + delay
                             continue
                         outcome.error = f"lost {MAX_ATTEMPTS} times ({type(exc).__name__})"
                         outcome.code = 1
