@@ -7,18 +7,14 @@ missing (a fresh clone), their smoke presets write them there first.
 """
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, json_data, run_in_kernel, workbench
+from tests.conftest import REPO, chromium_page, json_data, run_in_kernel, workbench
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +40,7 @@ def apps_up(demo_envs: None) -> dict:
 
 def rendered_dom(url: str, tmp: Path) -> str:
     """The page after Gradio's client-side rendering, as headless Chromium sees it."""
-    env = {
-        **os.environ,
-        "HOME": str(tmp),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "XDG_CACHE_HOME": str(tmp / "cache"),
-    }
-    args = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=15000",
-        "--window-size=1280,900",
-    ]
-    subprocess.run(
-        [*args, f"--screenshot={tmp / 'page.png'}", url],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    dom = subprocess.run(
-        [*args, "--dump-dom", url], env=env, capture_output=True, text=True, timeout=120, check=True
-    )
-    return dom.stdout
+    return chromium_page(url, tmp, "page.png", budget_ms=15000, timeout=120)
 
 
 DEMO = {"chat": "app", "search": "app", "tinygpt": "engine", "minilm": "engine"}

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, json_data, workbench, write_env
+from tests.conftest import chromium_page, free_port, json_data, workbench, write_env
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
 LOOPBACK = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
 
@@ -69,24 +68,7 @@ def start_lab(root: Path, *options: str) -> tuple[subprocess.CompletedProcess, s
 def chromium(url: str, tmp: Path) -> str:
     """The Launcher after Lab's client-side rendering: a screenshot (tmp/lab.png) and the
     DOM, as headless Chromium sees them with its own empty profile."""
-    env = {
-        **os.environ,
-        "HOME": str(tmp),
-        "XDG_CONFIG_HOME": str(tmp / "config"),
-        "XDG_CACHE_HOME": str(tmp / "cache"),
-    }
-    args = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=20000",
-        "--window-size=1280,900",
-    ]
-    run = {"env": env, "capture_output": True, "timeout": 180, "check": True}
-    subprocess.run([*args, f"--screenshot={tmp / 'lab.png'}", url], **run)
-    return subprocess.run([*args, "--dump-dom", url], text=True, **run).stdout
+    return chromium_page(url, tmp, "lab.png", budget_ms=20000, timeout=180)
 
 
 def launcher_cards(dom: str) -> list[str]:
