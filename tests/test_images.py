@@ -39,6 +39,7 @@ from tests.conftest import (
 )
 from tests.containers import BASE_IMAGE, host_ca_bundle, run, run_podman
 from tests.realconda import RealConda, real_conda_fixture  # noqa: F401 (the real_conda fixture)
+from tests.test_apps import build_tiny_gpt
 from workbench.envs import locks
 from workbench.envs import spec as specs
 from workbench.notebooks import records
@@ -820,29 +821,6 @@ def test_conda_image_with_real_conda(
 
 # --- the demo chat app ---------------------------------------------------------------------------
 
-TINY_GPT = r"""
-import sys, torch
-from pathlib import Path
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-import pydoc_data.topics as t
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-tok.decoder = decoders.ByteLevel()
-tok.train_from_iterator([v for _, v in sorted(t.topics.items())][:20], trainers.BpeTrainer(
-    vocab_size=400, special_tokens=["<|endoftext|>"],
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                               pad_token="<|endoftext|>")
-fast.save_pretrained(out)
-torch.manual_seed(0)
-model = GPT2LMHeadModel(GPT2Config(vocab_size=fast.vocab_size, n_positions=256, n_embd=64,
-                                   n_layer=2, n_head=2, bos_token_id=0, pad_token_id=0))
-model.generation_config.eos_token_id = None  # random weights: never stop early
-model.save_pretrained(out)  # safetensors writes model.safetensors with mode 0600
-"""
-
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("demo_envs")
@@ -862,8 +840,7 @@ def test_demo_chat_image_generates_through_gradio_client(
         '[engines.tinygpt]\nenv = "textgen"\nmodel = "models/tiny-gpt"\nport = 8000\n'
         '[apps.chat]\nenv = "textgen"\nfile = "gradio_apps/chat.py"\nengine = "tinygpt"\n'
     )
-    textgen = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
-    subprocess.run([textgen, "-c", TINY_GPT, root / "models" / "tiny-gpt"], check=True)
+    build_tiny_gpt(root / "models" / "tiny-gpt")
     name = "wb-imgtest-chat"
     try:
         data = cli(

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from tests.conftest import REPO, json_data, process_tree, workbench, write_env
+from tests.test_notebooks import notebook
 from workbench.errors import WorkbenchError
 from workbench.notebooks import sweep
 
@@ -47,17 +48,6 @@ record("score", x * 10)
 """
 
 
-def _notebook(path: Path, params: str, *cells: str, kernel: str = "wb-tiny") -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
-    first = nbformat.v4.new_code_cell(params)
-    first.metadata["tags"] = ["parameters"]
-    nb.cells = [first, *(nbformat.v4.new_code_cell(c) for c in cells)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sweepproj")
@@ -68,21 +58,21 @@ def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     notebooks = root / "notebooks"
     notebooks.mkdir()
     (notebooks / "helper_mod.py").write_text("counter = 0\n")
-    _notebook(
+    notebook(
         notebooks / "leak.ipynb",
-        f"x = 1\nnotebook_dir = {str(notebooks)!r}",
         LEAK_CHECK,
         LEAK_MAKE,
+        params=f"x = 1\nnotebook_dir = {str(notebooks)!r}",
     )
-    _notebook(
+    notebook(
         notebooks / "divide.ipynb",
-        "x = 1.0",
         "from workbench import record\nrecord('inverse', 1 / x)",
+        params="x = 1.0",
     )
-    _notebook(
+    notebook(
         notebooks / "slow.ipynb",
-        "seconds = 1.0",
         "import time\nprint('started', flush=True)\ntime.sleep(seconds)",
+        params="seconds = 1.0",
     )
     return root
 
@@ -259,9 +249,8 @@ def test_gpu_slots_lease_distinct_gpus_and_free_them(proj: Path, tmp_path: Path)
         "FAKE_NVIDIA_SMI_DIR": str(tmp_path),
         "WORKBENCH_LEASE_DIR": str(tmp_path / "leases"),
     }
-    _notebook(
+    notebook(
         proj / "notebooks" / "devices.ipynb",
-        "x = 1",
         "import os\nfrom workbench import record\n"
         "record('device', int(os.environ['CUDA_VISIBLE_DEVICES']))\nrecord('pid', os.getpid())",
     )
@@ -349,7 +338,7 @@ def test_warm_kernel_keeps_modules_a_library_made_without_a_file(proj: Path) -> 
         "import sys, types\nsys.modules[__name__ + '._core'] = types.ModuleType('_core')\n"
     )
     try:
-        _notebook(proj / "notebooks" / "ext.ipynb", "x = 1", "import fileless_ext._core")
+        notebook(proj / "notebooks" / "ext.ipynb", "import fileless_ext._core")
         code, data, stderr = _sweep(proj, "notebooks/ext.ipynb", "-p", "x", "1,2,3", "--jobs", "1")
     finally:
         library.unlink()
