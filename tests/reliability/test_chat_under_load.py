@@ -225,45 +225,20 @@ def wait_for_spare(served: Served, name: str = "chat", timeout: float = 90) -> d
     raise AssertionError(f"no warm spare within {timeout} s: {served.ps()[name]}")
 
 
-def test_app_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
-    """SIGKILL the app while 4 clients stream: the supervisor promotes the warm spare,
-    /healthz answers 200 again within 5 s, ps counts the restart, clients carry on."""
-    before = wait_for_spare(served)
-    load = Load(served.url(), 4)
-    thread = load.start()
-    time.sleep(3)
-    os.kill(before["pid"], signal.SIGKILL)
-    killed = time.monotonic()
-    while not served.healthy() and time.monotonic() - killed < 60:
-        time.sleep(0.05)
-    back_s = time.monotonic() - killed
-    done_before = load.completed
-    time.sleep(3)
-    load.stop.set()
-    thread.join(timeout=120)
-    after = served.ps()["chat"]
-    report.record(
-        "app_sigkill",
-        back_healthy_s=round(back_s, 2),
-        restarts=after["restarts"] - before["restarts"],
-        requests_cut=len(load.failures),
-        completed_after=load.completed - done_before,
-    )
-    assert back_s <= 5, f"healthy again only after {back_s:.1f} s"
-    assert after["restarts"] == before["restarts"] + 1
-    assert after["pid"] == before["standby_pid"] and after["health"] == "healthy"
-    assert load.completed > done_before, "no request completed after the restart"
-    # only the streams that were running at the kill may fail, each with a clear error
-    assert len(load.failures) <= 4, load.failures
+@dataclass
+class Killed:
+    before: dict  # the service's ps row at the kill
+    after: dict  # and 3 s after it was healthy again
+    back_s: float
+    load: Load
+    done_before: int  # requests completed when it was healthy again
 
 
-def test_engine_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
-    """SIGKILL the engine's front (its zygote and cores go with it) while 4 clients stream
-    through the chat app: the supervisor promotes the engine's warm spare (a front whose
-    zygote has loaded the model), /healthz answers 200 again within 5 s, and the app's
-    requests succeed again."""
-    before = wait_for_spare(served, "tinygpt")
-    engine = f"http://127.0.0.1:{before['port']}/healthz"
+def sigkill_under_load(served: Served, name: str, healthz: str) -> Killed:
+    """SIGKILL service name (once its warm spare is up) while 4 clients stream through the
+    chat app; the seconds until healthz answers 200 again, then 3 s more of load; recorded
+    in the report as NAME_sigkill."""
+    before = wait_for_spare(served, name)
     load = Load(served.url(), 4)
     thread = load.start()
     time.sleep(3)
@@ -271,7 +246,7 @@ def test_engine_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
     killed = time.monotonic()
     while time.monotonic() - killed < 60:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(engine, timeout=1).status_code == 200:
+            if httpx.get(healthz, timeout=1).status_code == 200:
                 break
         time.sleep(0.05)
     back_s = time.monotonic() - killed
@@ -279,18 +254,41 @@ def test_engine_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
     time.sleep(3)
     load.stop.set()
     thread.join(timeout=120)
-    after = served.ps()["tinygpt"]
+    after = served.ps()[name]
     report.record(
-        "engine_sigkill",
+        f"{before['kind']}_sigkill",
         back_healthy_s=round(back_s, 2),
         restarts=after["restarts"] - before["restarts"],
         requests_cut=len(load.failures),
         completed_after=load.completed - done_before,
     )
-    assert back_s <= 5, f"healthy again only after {back_s:.1f} s"
-    assert after["restarts"] == before["restarts"] + 1 and after["pid"] == before["standby_pid"]
-    assert load.completed > done_before, "no request completed after the restart"
-    assert len(load.failures) <= 4, load.failures
+    return Killed(before, after, back_s, load, done_before)
+
+
+def test_app_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
+    """SIGKILL the app while 4 clients stream: the supervisor promotes the warm spare,
+    /healthz answers 200 again within 5 s, ps counts the restart, clients carry on."""
+    k = sigkill_under_load(served, "chat", served.url() + "healthz")
+    assert k.back_s <= 5, f"healthy again only after {k.back_s:.1f} s"
+    assert k.after["restarts"] == k.before["restarts"] + 1
+    assert k.after["pid"] == k.before["standby_pid"] and k.after["health"] == "healthy"
+    assert k.load.completed > k.done_before, "no request completed after the restart"
+    # only the streams that were running at the kill may fail, each with a clear error
+    assert len(k.load.failures) <= 4, k.load.failures
+
+
+def test_engine_sigkilled_under_load_is_back_within_5s(served: Served) -> None:
+    """SIGKILL the engine's front (its zygote and cores go with it) while 4 clients stream
+    through the chat app: the supervisor promotes the engine's warm spare (a front whose
+    zygote has loaded the model), /healthz answers 200 again within 5 s, and the app's
+    requests succeed again."""
+    port = served.ps()["tinygpt"]["port"]
+    k = sigkill_under_load(served, "tinygpt", f"http://127.0.0.1:{port}/healthz")
+    assert k.back_s <= 5, f"healthy again only after {k.back_s:.1f} s"
+    assert k.after["restarts"] == k.before["restarts"] + 1
+    assert k.after["pid"] == k.before["standby_pid"]
+    assert k.load.completed > k.done_before, "no request completed after the restart"
+    assert len(k.load.failures) <= 4, k.load.failures
 
 
 # -- hostile prompts ----------------------------------------------------------------------
