@@ -14,7 +14,7 @@ from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.gpus import assign
 from workbench.results import Result
 from workbench.serving import apps, engines, lab, net, services, tunnel
-from workbench.serving.state import Health, Kind, Service
+from workbench.serving.state import Health, Kind, Service, ServiceSpec
 
 HEALTH_TIMEOUT = lab.HEALTH_TIMEOUT
 
@@ -409,15 +409,14 @@ def _uptime(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _undeploy(project: projects.Project, name: str) -> bool:
+def _undeploy(project: projects.Project, record: ServiceSpec) -> bool:
     """Delete an engine's application from its Ray cluster (and forget it here)."""
     from workbench.cluster import serving
 
-    record = services.deployment(project, name)
-    with progress(name) as update:
+    with progress(record.name) as update:
         update(f"deleting it from the cluster at {record.cluster}")
         deleted = serving.delete(project, record)
-    services.forget(project, name)
+    services.forget(project, record.name)
     return deleted
 
 
@@ -426,12 +425,11 @@ def cmd_down(args: argparse.Namespace, project: projects.Project) -> Result:
     for name in args.apps:
         if name != lab.NAME:
             project.service(name)
+    deployed = {name: services.deployment(project, name) for name in names}
     # apps first: one that fronts an engine on a cluster stops before the engine goes
-    names = sorted(names, key=lambda n: services.deployment(project, n) is not None)
+    names = sorted(names, key=lambda n: deployed[n] is not None)
     stopped = {
-        name: _undeploy(project, name)
-        if services.deployment(project, name)
-        else services.stop(project, name)
+        name: _undeploy(project, deployed[name]) if deployed[name] else services.stop(project, name)
         for name in names
     }
 
