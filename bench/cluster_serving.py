@@ -37,7 +37,7 @@ import openai
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.test_apps import build_tiny_gpt  # noqa: E402 - the tiny random GPT-2 of the tests
+from tests.support.projects import build_tiny_gpt  # noqa: E402 - the tests' tiny random GPT-2
 
 TEXTGEN = REPO / ".workbench" / "envs" / "textgen" / "bin" / "python"
 KEY = "sk-bench-" + os.urandom(6).hex()

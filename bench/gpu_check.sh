@@ -8,7 +8,7 @@
 #
 # Leases go to the machine-wide folder: on a shared server the check takes free GPUs only.
 # No GPU machine was available where this was written: it ran there only against a FAKE
-# nvidia-smi with GPU_CHECK_DEVICE=cpu (tests/test_gpu_check.py), never on a real GPU.
+# nvidia-smi with GPU_CHECK_DEVICE=cpu (tests/gpus/test_gpu_check.py), never on a real GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nvidia-smi >/dev/null; then

@@ -12,7 +12,7 @@ or standalone inside the env, next to a running engine:
     .workbench/envs/textgen/bin/python gradio_apps/chat.py
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8000/v1),
-WORKBENCH_ENGINE.model (the engine's name, default tinygpt), WORKBENCH_ENGINE_KEY (an API
+WORKBENCH_ENGINE_MODEL (the engine's name, default tinygpt), WORKBENCH_ENGINE_KEY (an API
 key, when the engine checks them; else the first of WORKBENCH_API_KEYS),
 WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine to be healthy, default 120),
 WORKBENCH_MAX_BATCH (requests streamed at once, default 32; twice as many may wait, then a

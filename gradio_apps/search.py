@@ -9,7 +9,7 @@ engine first (`workbench up search`), or standalone inside the env next to a run
     .workbench/envs/embed/bin/python gradio_apps/search.py
 
 Environment: WORKBENCH_ENGINE_URL (the engine's /v1 URL, default http://127.0.0.1:8001/v1),
-WORKBENCH_ENGINE.model (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API
+WORKBENCH_ENGINE_MODEL (the engine's name, default minilm), WORKBENCH_ENGINE_KEY (an API
 key, when the engine checks them; else the first of WORKBENCH_API_KEYS),
 WORKBENCH_ENGINE_WAIT_S (how long warm-up waits for the engine to be healthy, default 120),
 WORKBENCH_INDEX (index folder, default PROJECT/models/pydoc-index), WORKBENCH_PROJECT

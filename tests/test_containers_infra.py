@@ -27,8 +27,7 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
-from tests.conftest import free_port, listening_sockets, process_tree
-from tests.containers import (
+from tests.support.containers import (
     BASE_IMAGE,
     DEFAULT_MIRRORS,
     debian_mirrors,
@@ -38,6 +37,7 @@ from tests.containers import (
     run,
     run_podman,
 )
+from tests.support.processes import free_port, listening_sockets, process_tree
 from workbench.envs import pipconfig
 from workbench.serving import net
 

@@ -1,4 +1,5 @@
-"""The project's own demo envs (envs/textgen.yml, envs/embed.yml), built from their locks.
+"""The project's own demo envs (envs/textgen.yml, envs/embed.yml, envs/vision.yml), built from
+their locks.
 
 They pin conflicting stacks on purpose: transformers 5 in textgen, transformers 4 (with
 the MiniLM weights package) in embed. Builds go to the repo's gitignored .workbench/.
@@ -6,7 +7,9 @@ the MiniLM weights package) in embed. Builds go to the repo's gitignored .workbe
 
 import pytest
 
-from tests.conftest import REPO, json_data, run_in_kernel, workbench
+from tests.support.cli import json_data, workbench
+from tests.support.kernels import run_in_kernel
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -14,10 +17,10 @@ pytestmark = pytest.mark.slow
 def test_demo_envs_match_their_locks(demo_envs: None) -> None:
     proc = workbench("env", "check", "--all", "--json", cwd=REPO)
     assert proc.returncode == 0, proc.stdout
-    assert [r["env"] for r in json_data(proc.stdout)] == ["embed", "textgen"]
+    assert [r["env"] for r in json_data(proc.stdout)] == ["embed", "textgen", "vision"]
 
 
-@pytest.mark.parametrize(("env", "major"), [("textgen", "5"), ("embed", "4")])
+@pytest.mark.parametrize(("env", "major"), [("textgen", "5"), ("embed", "4"), ("vision", "5")])
 def test_each_kernel_reports_its_own_transformers(demo_envs: None, env: str, major: str) -> None:
     code = "import transformers, torch, sys; print(transformers.__version__, torch.__version__)"
     transformers_version, torch_version = run_in_kernel(f"wb-{env}", code, timeout=180).split()

@@ -1,4 +1,4 @@
-"""The real-conda fixture (tests/realconda.py) works: offline creates, env specs with a pip
+"""The real-conda fixture (tests/support/realconda.py) works: offline creates, env specs with a pip
 section, explicit locks, activation, kernels; and what conda 26.7.1 does with a few inputs."""
 
 import json
@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_in_kernel
-from tests.realconda import (  # noqa: F401 (real_conda_fixture: the `real_conda` fixture)
-    RealConda,
-    ensure_conda,
-    missing_inputs,
-    real_conda_fixture,
-    run_command,
-)
+from tests.support.kernels import run_in_kernel
+from tests.support.realconda import RealConda, ensure_conda, missing_inputs, run_command
 
 
 def write_spec(path: Path, channels: list[str], dependencies: str) -> Path:
@@ -176,7 +170,7 @@ def test_no_default_packages_is_honoured(
 
 
 def test_missing_wheel_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tests.realconda.SHARED_CONDA", tmp_path)
+    monkeypatch.setattr("tests.support.realconda.SHARED_CONDA", tmp_path)
     reason = missing_inputs()
     assert reason is not None and str(tmp_path) in reason
     with pytest.raises(RuntimeError, match="cannot build a real conda"):

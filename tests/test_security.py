@@ -32,16 +32,10 @@ from urllib.parse import quote
 import nbformat
 import pytest
 
-from tests.conftest import (
-    REPO,
-    Listener,
-    free_port,
-    json_data,
-    listening_sockets,
-    process_tree,
-    workbench,
-)
-from tests.test_apps import build_tiny_gpt
+from tests.support.cli import json_data, workbench
+from tests.support.paths import REPO
+from tests.support.processes import Listener, free_port, listening_sockets, process_tree
+from tests.support.projects import build_tiny_gpt
 from workbench.notebooks import records
 
 AUTH = "ada:" + secrets.token_urlsafe(16)  # the app's login, given as WORKBENCH_AUTH
@@ -307,7 +301,8 @@ def test_no_credential_in_logs_ps_cmdlines_or_run_records(stack: Stack) -> None:
     }
     places |= {
         str(p.relative_to(root)): p.read_text(errors="replace")
-        for p in (root / ".workbench/logs").iterdir()
+        for p in (root / ".workbench/logs").rglob("*")
+        if p.is_file()  # pool slots log under logs/pool/
     }
     for args in (["ps", "--json"], ["ps"], ["runs", "--json"], ["logs", "lab", "-n", "1000"]):
         places[" ".join(args)] = workbench(*args, cwd=root).stdout
@@ -360,7 +355,7 @@ def test_gradio_file_routes_stay_inside_the_app(stack: Stack) -> None:
     assert request(port, f"/gradio_api/file={uploaded}", headers=authed)[2] == "uploaded-ok"
     assert request(port, f"/gradio_api/file={uploaded}")[0] in (401, 403)  # not logged in
 
-    state = stack.root / ".workbench/apps/echo"
+    state = stack.root / ".workbench/services/echo"
     targets = [
         "/etc/passwd",
         "../../../../../../etc/passwd",
@@ -369,7 +364,7 @@ def test_gradio_file_routes_stay_inside_the_app(stack: Stack) -> None:
         str(stack.root / "workbench.toml"),
         "workbench.toml",
         "apps/echo.py",
-        ".workbench/apps/echo/service.json",
+        ".workbench/services/echo/service.json",
         str(state / "service.json"),
         str(state / "tmp/../service.json"),
         f"{uploaded}/../../../service.json",
@@ -433,10 +428,10 @@ def test_lab_refuses_to_run_when_a_jupyter_config_drops_the_token(
 def test_app_state_is_private(stack: Stack) -> None:
     """The app's state and Gradio temp dirs are 0700; the files holding the app login and
     the Lab token are 0600."""
-    apps = stack.root / ".workbench/apps"
-    for folder in (apps / "echo", apps / "echo/tmp"):
+    folders = stack.root / ".workbench/services"
+    for folder in (folders / "echo", folders / "echo/tmp"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
-    for secret_file in (apps / "echo/service.json", apps / "lab/token"):
+    for secret_file in (folders / "echo/service.json", folders / "lab/token"):
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600, secret_file
 
 

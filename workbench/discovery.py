@@ -3,12 +3,18 @@
 Finds conda env files (environment.yml|yaml, and variants such as environment-gpu.yml, at
 the root; any env file in conda/ and envs/; environment.yml in binder/ and .binder/),
 requirements*.txt files (pip-only envs; those a conda spec includes with -r belong to it)
-and notebooks; assigns each notebook to an env from its kernelspec, its folder, or the
-only env there is; and writes workbench.toml pointing at the spec files where they are,
+and notebooks; assigns each notebook to an env from its kernelspec or its folder, and the
+rest to a default env (the only one, or the unsuffixed spec at the root) with one
+`"." = ENV` line; and writes workbench.toml pointing at the spec files where they are,
 so nothing is copied and nothing can drift apart. Edits are additions only: an existing
 manifest keeps its content and comments, and running init again changes nothing.
+
+An environment.yml beside a requirements.txt usually describes one project twice (for
+conda users and for pip users): the one that pins more becomes the env, the other is
+kept in the manifest as a commented-out alternative, so notebooks have one env to run in.
 """
 
+import contextlib
 import json
 import re
 import tomllib
@@ -16,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 
 from workbench.envs import spec as specs
 from workbench.errors import WorkbenchError
 from workbench.jsonfiles import write_atomic
-from workbench.project import ENV_NAME, MANIFEST, STATE_DIR
+from workbench.manifest import ENV_NAME, MANIFEST
+from workbench.project import STATE_DIR
 from workbench.textfiles import read_text
 
 ROOT_SPEC = re.compile(r"^environment([-_.].+)?\.ya?ml$")
@@ -29,6 +37,10 @@ BINDER_FOLDERS = ("binder", ".binder")  # binder's conventional names only
 REQUIREMENTS = re.compile(r"^requirements([-_.].+)?\.txt$")
 # Folders never searched for notebooks: state, outputs, installed packages.
 SKIP_DIRS = {"node_modules", "site-packages", "__pycache__", "runs", "build", "dist"}
+# The manifest key that assigns every notebook under the root not assigned otherwise.
+DEFAULT_KEY = "."
+# How notebooks that name no project env are assigned to the default env.
+BY_DEFAULT = ("only env", "default env")
 IGNORED = (f"{STATE_DIR}/", "runs/")
 MAX_NOTEBOOK_BYTES = 64 << 20
 
@@ -49,11 +61,24 @@ class FoundEnv:
 class FoundNotebook:
     path: str
     env: str | None
-    by: str  # "kernelspec", "folder", "only env", "manifest" or why it has none
+    by: str  # "kernelspec", "folder", "only env", "default env", "manifest" or why none
     kernel: str | None
 
     def to_json(self) -> dict:
         return {"path": self.path, "env": self.env, "by": self.by, "kernel": self.kernel}
+
+
+@dataclass
+class Alternative:
+    """A spec describing the same project as env `of`, kept as a commented-out env."""
+
+    env: FoundEnv
+    of: str
+    pinned: str  # e.g. "pins 0 of 3 packages"
+    of_pinned: str
+
+    def to_json(self) -> dict:
+        return {**self.env.to_json(), "alternative_of": self.of, "pinned": self.pinned}
 
 
 @dataclass
@@ -62,6 +87,8 @@ class InitPlan:
     envs: list[FoundEnv]
     notebooks: list[FoundNotebook]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    alternatives: list[Alternative] = field(default_factory=list)
+    default_env: str | None = None
     manifest_before: str | None = None
     manifest_after: str = ""
     gitignore_added: list[str] = field(default_factory=list)
@@ -78,6 +105,8 @@ class InitPlan:
             "changed": self.changes,
             "written": self.written,
             "envs": [e.to_json() for e in self.envs],
+            "alternatives": [a.to_json() for a in self.alternatives],
+            "default_env": self.default_env,
             "notebooks": [n.to_json() for n in self.notebooks],
             "unassigned": [n.path for n in self.notebooks if n.env is None],
             "skipped": self.skipped,
@@ -94,11 +123,24 @@ def plan(root: Path) -> InitPlan:
     before = read_text(manifest_path, 1 << 20, "manifest") if manifest_path.is_file() else None
     existing = _existing(before, manifest_path)
     skipped: list[dict[str, str]] = []
-    envs = _envs(root, existing, skipped)
-    notebooks = _notebooks(root, envs, existing.get("notebooks", {}), skipped)
-    project_name = existing.get("project", {}).get("name") or _slug(root.name)
-    after = _manifest(before, project_name, envs, notebooks, existing)
-    return InitPlan(root, envs, notebooks, skipped, before, after, _gitignore_missing(root), False)
+    alternatives: list[Alternative] = []
+    envs = _envs(root, existing, skipped, alternatives, before or "")
+    default = _default_env(root, envs)
+    notebooks = _notebooks(root, envs, default, existing.get("notebooks", {}), skipped)
+    project_name = existing.get("project", {}).get("name") or repository_name(root)
+    after = _manifest(before, project_name, envs, notebooks, existing, alternatives)
+    return InitPlan(
+        root,
+        envs,
+        notebooks,
+        skipped,
+        alternatives,
+        default if any(n.by in BY_DEFAULT for n in notebooks) else None,
+        before,
+        after,
+        _gitignore_missing(root),
+        False,
+    )
 
 
 def apply(result: InitPlan) -> InitPlan:
@@ -156,8 +198,16 @@ def _requirement_files(root: Path) -> list[Path]:
     return found
 
 
-def _envs(root: Path, existing: dict, skipped: list[dict[str, str]]) -> list[FoundEnv]:
-    """Every env spec in root: those the manifest already has, and new ones, named."""
+def _envs(
+    root: Path,
+    existing: dict,
+    skipped: list[dict[str, str]],
+    alternatives: list[Alternative],
+    manifest: str,
+) -> list[FoundEnv]:
+    """Every env spec in root: those the manifest already has, and new ones, named; of an
+    unsuffixed environment.yml and requirements.txt side by side, only the one that pins
+    more (the other goes to alternatives)."""
     manifest_envs = existing.get("envs", {})
     known = {
         (root / table["spec"]).resolve(): name
@@ -165,7 +215,7 @@ def _envs(root: Path, existing: dict, skipped: list[dict[str, str]]) -> list[Fou
         if isinstance(table, dict) and isinstance(table.get("spec"), str)
     }
     taken = set(manifest_envs)
-    envs: list[FoundEnv] = []
+    loaded: list[tuple[Path, str, specs.EnvSpec]] = []
     included: set[Path] = set()
     for path in _spec_files(root):
         try:
@@ -177,8 +227,7 @@ def _envs(root: Path, existing: dict, skipped: list[dict[str, str]]) -> list[Fou
             skipped.append({"path": _rel(path, root), "reason": "no 'dependencies:' list"})
             continue
         included.update(p.resolve() for p in spec.included_files)
-        own_name = spec.raw.get("name") if isinstance(spec.raw.get("name"), str) else None
-        envs.append(_found(root, path, "conda", own_name, known, taken))
+        loaded.append((path, "conda", spec))
     for path in _requirement_files(root):
         if path.resolve() in included:
             skipped.append(
@@ -186,12 +235,91 @@ def _envs(root: Path, existing: dict, skipped: list[dict[str, str]]) -> list[Fou
             )
             continue
         try:
-            specs.load(path, root=root)
+            loaded.append((path, "pip", specs.load(path, root=root)))
         except WorkbenchError as exc:
             skipped.append({"path": _rel(path, root), "reason": exc.message})
+    commented = {
+        (root / spec).resolve() for spec in re.findall(r'(?m)^#\s*spec\s*=\s*"([^"]+)"', manifest)
+    }
+    pair = _pair(loaded, known, commented)
+    envs: list[FoundEnv] = []
+    for path, kind, spec in loaded:
+        if pair and path == pair[1][0]:
             continue
-        envs.append(_found(root, path, "pip", None, known, taken))
+        own_name = spec.raw.get("name") if isinstance(spec.raw.get("name"), str) else None
+        if pair and path == pair[0][0]:
+            own_name = own_name or _conda_name(pair[1][2])
+        envs.append(_found(root, path, kind, own_name, known, taken))
+    if pair:
+        (kept_path, _, kept), (other_path, other_kind, other) = pair
+        of = next(e for e in envs if e.spec == _rel(kept_path, root))
+        name = _unique(f"{of.name}-{other_kind}", taken)
+        alternatives.append(
+            Alternative(
+                FoundEnv(name, _rel(other_path, root), other_kind, _conda_name(other)),
+                of.name,
+                _pinned(other),
+                _pinned(kept),
+            )
+        )
     return envs
+
+
+def _pair(
+    loaded: list[tuple[Path, str, specs.EnvSpec]], known: dict, commented: set[Path]
+) -> tuple[tuple[Path, str, specs.EnvSpec], tuple[Path, str, specs.EnvSpec]] | None:
+    """(kept, alternative) when a folder holds an environment.yml and a requirements.txt:
+    when both are new to the manifest, the one that pins the larger share of its packages
+    is kept (on a tie, the conda file, which also names the Python); when the manifest
+    has one and keeps the other commented out, as it decided before."""
+    for conda in loaded:
+        if conda[1] != "conda" or not re.fullmatch(r"environment\.ya?ml", conda[0].name):
+            continue
+        for pip in loaded:
+            if pip[1] == "pip" and pip[0] == conda[0].parent / "requirements.txt":
+                for kept, other in ((conda, pip), (pip, conda)):
+                    if kept[0].resolve() in known and other[0].resolve() in commented:
+                        return kept, other
+                if conda[0].resolve() in known or pip[0].resolve() in known:
+                    return None
+                pins_more = _pin_share(pip[2]) > _pin_share(conda[2])
+                return (pip, conda) if pins_more else (conda, pip)
+    return None
+
+
+def _pins(spec: specs.EnvSpec) -> tuple[int, int]:
+    """(pinned, all) of a spec's packages: conda `=1.2`/`==1.2`, pip `==`/`===`/`~=`."""
+    pinned = total = 0
+    for dep in spec.conda:
+        if dep.name in ("python", "pip"):
+            continue
+        total += 1
+        pinned += bool(dep.version) and not dep.version.startswith(("<", ">", "!"))
+    for line in spec.pip:
+        if line.kind != "requirement":
+            continue
+        total += 1
+        try:
+            specifiers = Requirement(line.value).specifier
+        except InvalidRequirement:
+            continue
+        pinned += any(s.operator in ("==", "===", "~=") for s in specifiers)
+    return pinned, total
+
+
+def _pin_share(spec: specs.EnvSpec) -> float:
+    pinned, total = _pins(spec)
+    return pinned / total if total else 0.0
+
+
+def _pinned(spec: specs.EnvSpec) -> str:
+    pinned, total = _pins(spec)
+    return f"pins {pinned} of {total} package{'s' if total != 1 else ''}"
+
+
+def _conda_name(spec: specs.EnvSpec) -> str | None:
+    name = spec.raw.get("name")
+    return name if isinstance(name, str) else None
 
 
 def _is_env_file(path: Path) -> bool:
@@ -230,7 +358,26 @@ def _env_name(root: Path, path: Path, kind: str, conda_name: str | None) -> str:
         return _slug(suffix)
     if path.parent != root:
         return _slug(path.parent.name.lstrip("."))
-    return _slug(root.name)
+    return repository_name(root)
+
+
+def repository_name(root: Path) -> str:
+    """The project's own name: its package's (pyproject.toml, setup.cfg), else its git
+    remote's, else "main"; never the checkout's folder, which is often a fork's, a
+    download's (repo-main) or a scratch name."""
+    names = []
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        names.append(tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"])
+    with contextlib.suppress(OSError):
+        setup = (root / "setup.cfg").read_text()
+        names += re.findall(r"(?ms)^\[metadata\].*?^name\s*=\s*(\S+)", setup)[:1]
+    with contextlib.suppress(OSError):
+        config = (root / ".git" / "config").read_text()
+        origin = re.search(r'(?ms)^\[remote "origin"\][^\[]*?^\s*url\s*=\s*(\S+)', config)
+        if origin:
+            names.append(re.split(r"[/:]", re.sub(r"\.git$", "", origin[1].rstrip("/")))[-1])
+    slugs = [_slug(n) for n in names if isinstance(n, str)]
+    return next((s for s in slugs if s != "env"), "main")
 
 
 def _lower(names: set[str]) -> set[str]:
@@ -244,8 +391,21 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def _default_env(root: Path, envs: list[FoundEnv]) -> str | None:
+    """The env notebooks run in when nothing names theirs: the only one, else the one from
+    the root's unsuffixed environment.yml or requirements.txt (when exactly one is)."""
+    if len(envs) == 1:
+        return envs[0].name
+    main = [e.name for e in envs if re.fullmatch(r"environment\.ya?ml|requirements\.txt", e.spec)]
+    return main[0] if len(main) == 1 else None
+
+
 def _notebooks(
-    root: Path, envs: list[FoundEnv], assigned: dict, skipped: list[dict[str, str]]
+    root: Path,
+    envs: list[FoundEnv],
+    default: str | None,
+    assigned: dict,
+    skipped: list[dict[str, str]],
 ) -> list[FoundNotebook]:
     found = []
     for path in notebook_files(root):
@@ -254,7 +414,7 @@ def _notebooks(
         if isinstance(kernelspec, str):
             skipped.append({"path": rel, "reason": kernelspec})
             continue
-        found.append(_assign(rel, *kernelspec, envs, assigned))
+        found.append(_assign(rel, *kernelspec, envs, default, assigned))
     return found
 
 
@@ -302,10 +462,11 @@ def _assign(
     kernel: str | None,
     display: str | None,
     envs: list[FoundEnv],
+    default: str | None,
     assigned: dict,
 ) -> FoundNotebook:
     """The env a notebook runs in: the manifest's, its kernelspec's, its folder's, the
-    only env's."""
+    default env's."""
     if rel in assigned:
         return FoundNotebook(rel, assigned[rel], "manifest", kernel)
     by_name = {e.name.lower(): e.name for e in envs}
@@ -322,8 +483,8 @@ def _assign(
         spec_folder = Path(env.spec).parent
         if spec_folder != Path(".") and Path(rel).is_relative_to(spec_folder):
             return FoundNotebook(rel, env.name, "folder", kernel)
-    if len(envs) == 1:
-        return FoundNotebook(rel, envs[0].name, "only env", kernel)
+    if default:
+        return FoundNotebook(rel, default, BY_DEFAULT[len(envs) > 1], kernel)
     reason = "no env found (none in the repository)" if not envs else "ambiguous"
     return FoundNotebook(rel, None, reason, kernel)
 
@@ -350,6 +511,7 @@ def _manifest(
     envs: list[FoundEnv],
     notebooks: list[FoundNotebook],
     existing: dict,
+    alternatives: list[Alternative],
 ) -> str:
     """The manifest text: the existing one with new tables and keys added, or a new one."""
     text = before or (
@@ -362,12 +524,24 @@ def _manifest(
         found_anyway = spec.parent == Path("envs") and spec.stem == env.name
         if env.new and not found_anyway:
             text = _append(text, f'\n[envs.{_key(env.name)}]\nspec = "{env.spec}"\n')
+    for alt in alternatives:
+        if f'# spec = "{alt.env.spec}"' not in text:
+            text = _append(
+                text,
+                f"\n# {alt.env.spec} describes this project too ({alt.pinned}); env {alt.of}\n"
+                f"# above comes from the file that pins more ({alt.of_pinned}). To build this "
+                f"one too,\n# uncomment:\n# [envs.{_key(alt.env.name)}]\n"
+                f'# spec = "{alt.env.spec}"\n',
+            )
     present = existing.get("notebooks", {})
     lines = [
         f'{_key(key)} = "{env}"'
         for key, env in _assignments(notebooks).items()
         if key not in present
     ]
+    default = next((n.env for n in notebooks if n.by in BY_DEFAULT), None)
+    if default and DEFAULT_KEY not in present:
+        lines.append(f'{_key(DEFAULT_KEY)} = "{default}"  # every other notebook under the root')
     if lines:
         header = re.search(r"^\[notebooks\][ \t]*(#.*)?$", text, re.M)
         block = "\n".join(lines) + "\n"
@@ -390,7 +564,7 @@ def _assignments(notebooks: list[FoundNotebook]) -> dict[str, str]:
         by_folder.setdefault(Path(nb.path).parent.as_posix(), set()).add(nb.env)
     result: dict[str, str] = {}
     for nb in notebooks:
-        if nb.env is None or nb.by == "manifest":
+        if nb.env is None or nb.by == "manifest" or nb.by in BY_DEFAULT:
             continue
         folder = Path(nb.path).parent.as_posix()
         if folder != "." and by_folder[folder] == {nb.env}:

@@ -4,14 +4,14 @@ from workbench.runtime import EXIT_USAGE
 
 USAGE = EXIT_USAGE
 CHECK_FAILED = 1
-INTERRUPTED = 130
+INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, as shells report it), after cleanup
 
 
 class WorkbenchError(Exception):
     """A failure the user can act on: printed as one line, no traceback.
 
     exit_code follows the command contract: 2 for usage or bad input,
-    1 for a check or build that failed.
+    1 for a check or build that failed (and 130, INTERRUPTED, for Ctrl-C or SIGTERM).
     """
 
     def __init__(self, message: str, exit_code: int = USAGE):

@@ -4,7 +4,6 @@ and read tolerantly, so a file written by another version of workbench still rea
 
 import json
 import os
-import secrets
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import ClassVar, Self
@@ -13,7 +12,7 @@ from typing import ClassVar, Self
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
     """Replace path with text in one step (a reader sees the old file or the new one).
     mode (less the umask) applies from the file's creation, before anything is written."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(3)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(3).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "w") as handle:

@@ -5,34 +5,44 @@ With --json a command prints one object on stdout:
 and a failure prints
     {"schema": 1, "command": "env list", "exit_code": 2, "error": {"message": "..."}}
 (the one-line error also goes to stderr). Programs that read another workbench's output
-(`tunnel` reads a remote `ps --json`, `test` reads `run --json`) use data_of(), which also
-takes the bare list or object that workbench printed before the schema existed.
+(`tunnel` reads a remote `ps --json`, a sweep's task on a Ray node reads `run --json`) use
+data_of(), which also takes the bare list or object that workbench printed before the
+schema existed.
 """
 
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
 
 SCHEMA = 1
 
 
-@dataclass
 class Result:
-    """A handler's outcome: data for --json, show() to print it for people, the exit code."""
+    """A handler's outcome: data for --json, show() to print it for people, the exit code.
 
-    data: object = None
-    show: Callable[[], None] | None = None
-    code: int = 0
+    A plain class: every command's start imports this module, and importing dataclasses
+    (with inspect under it) is a good share of a no-op command's time."""
+
+    def __init__(
+        self, data: object = None, show: Callable[[], None] | None = None, code: int = 0
+    ) -> None:
+        self.data, self.show, self.code = data, show, code
+
+
+def envelope(result: Result, command: str) -> dict:
+    return {"schema": SCHEMA, "command": command, "exit_code": result.code, "data": result.data}
+
+
+def error_envelope(error: WorkbenchError, command: str) -> dict:
+    envelope = {"schema": SCHEMA, "command": command, "exit_code": error.exit_code}
+    return {**envelope, "error": {"message": error.message}}
 
 
 def emit(result: Result, command: str, as_json: bool) -> None:
     if as_json:
-        _print(
-            {"schema": SCHEMA, "command": command, "exit_code": result.code, "data": result.data}
-        )
+        _print(envelope(result, command))
     elif result.show is not None:
         result.show()
 
@@ -42,8 +52,7 @@ def fail(error: WorkbenchError, command: str, as_json: bool) -> None:
 
     print_error(error.message)
     if as_json:
-        envelope = {"schema": SCHEMA, "command": command, "exit_code": error.exit_code}
-        _print({**envelope, "error": {"message": error.message}})
+        _print(error_envelope(error, command))
 
 
 def _print(payload: dict) -> None:

@@ -98,3 +98,11 @@ def die_with_parent() -> None:
     (Linux PR_SET_PDEATHSIG), so workers never outlive whoever drives them."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def interruptible_child() -> None:
+    """For preexec_fn of a child that is stopped with SIGINT: die_with_parent, and SIGINT at
+    its default, since a child keeps an ignored signal ignored across exec (a process started
+    under nohup or as a background job has SIGINT ignored)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -2,7 +2,7 @@
 """FAKES of mamba 2 and micromamba, replaying behaviour RECORDED from their sources.
 
 mamba and micromamba cannot be installed here (no conda channel is reachable), so the
-tests drive these fakes instead; real conda 26.7.1 runs for real (tests/realconda.py).
+tests drive these fakes instead; real conda 26.7.1 runs for real (tests/support/realconda.py).
 Each PROFILE below is one tool at one version, and every behaviour it replays is cited
 from mamba-org/mamba at that tag (all of mamba 2.x is micromamba built under the name
 `mamba`; micromamba/src/umamba.cpp prints the bare version for `--version`):

@@ -28,11 +28,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import report
-from conftest import REPO, free_port, json_data, workbench
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_apps import textgen_project
+
+from tests.support import report
+from tests.support.cli import json_data, workbench
+from tests.support.paths import REPO
+from tests.support.processes import free_port
+from tests.support.projects import textgen_project
 
 sys.path.insert(0, str(REPO / "bench"))
 import sse_clients  # noqa: E402 - bench/ is not a package

@@ -17,15 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import (
-    is_loopback_ip,
-    json_data,
-    listening_sockets,
-    living,
-    process_tree,
-    workbench,
-    write_env,
-)
+from tests.support.cli import json_data, workbench, write_env
+from tests.support.processes import is_loopback_ip, listening_sockets, living, process_tree
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed (make test-reliability)")
 

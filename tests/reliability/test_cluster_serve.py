@@ -7,6 +7,8 @@ front, then `workbench down tinygpt`.
 The project is a throwaway one (the textgen env built from the repo's lock, the repo's
 gradio_apps/chat.py, a tiny random GPT-2) whose manifest pins the env to GPU 7: Ray's
 assignment must win. API keys are set, so the engines check them and the front sends one.
+Then, on the same cluster, the digits predict engine (a handler, the vision env) with two
+replicas, called with httpx and tritonclient.http through Serve's proxy.
 
 Needs the [ray] extra (`make test-reliability` installs it). About two minutes: the cluster,
 the env (from the warm uv cache), two replicas, the chat front.
@@ -26,18 +28,18 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import (
+from tests.support import digits
+from tests.support.cli import json_data, workbench
+from tests.support.cluster import gone_deployment
+from tests.support.engines import assert_streams_greedy, greedy_texts
+from tests.support.processes import (
     free_port,
     is_loopback_ip,
-    json_data,
     listening_sockets,
     living,
     process_tree,
-    workbench,
 )
-from tests.test_apps import textgen_project
-from tests.test_cluster_serving import gone_deployment
-from tests.test_engines import assert_streams_greedy, greedy_texts
+from tests.support.projects import textgen_project
 
 pytest.importorskip("ray", reason="the [ray] extra is not installed (make test-reliability)")
 pytest.importorskip("ray.serve", reason="the [ray] extra is not installed (make test-reliability)")
@@ -328,6 +330,118 @@ def test_down_deletes_the_deployment_and_its_engines_and_nothing_else(
     )  # fmt: skip
     assert listed.stdout.strip().splitlines()[-1] == "['other']", listed.stdout
     subprocess.run([sys.executable, "-c", OTHER_APP, address, "delete"], timeout=300)
+
+
+DIGITS_ENGINE = """
+[engines.digits]
+env = "vision"
+model = "models/digits"
+handler = "serving/digits.py:Model"
+port = {port}
+"""
+
+
+@pytest.fixture(scope="module")
+def digits_deployed(served: dict) -> dict:
+    """The digits predict engine (a handler, relative to the project) added to the same
+    project and deployed on the same cluster: `up digits --cluster … --replicas 2`, with
+    the in-process handler's answers to compare with."""
+    root = served["root"]
+    manifest = (root / "workbench.toml").read_text()
+    digits.digits_project(root, model=True)  # the handler, the vision env's files, a CNN
+    (root / "workbench.toml").write_text(manifest + DIGITS_ENGINE.format(port=free_port()))
+    built = workbench("env", "create", "vision", "--locked", cwd=root)
+    assert built.returncode == 0, built.stderr
+    reference = digits.in_process(root / "models" / "digits", root=root)
+    began = time.monotonic()
+    up = workbench(
+        "up", "digits", "--cluster", served["address"], "--replicas", "2", "--json",
+        cwd=root, env={"WORKBENCH_API_KEYS": KEY},
+    )  # fmt: skip
+    wall = time.monotonic() - began
+    assert up.returncode == 0, up.stderr
+    (row,) = [s for s in json_data(up.stdout) if s["name"] == "digits"]
+    print(f"serve: digits, 2 replicas healthy {wall:.1f} s after `workbench up`")
+    return {"row": row, "base": row["url"].rsplit("/v1", 1)[0], "reference": reference}
+
+
+def _replica_predictions(base: str) -> dict[str, float]:
+    """/predict and /v2 inference requests each replica's engine answered."""
+    counts: dict[str, float] = {}
+    for line in _get(base + "/metrics").text.splitlines():
+        if line.startswith("workbench_engine_requests_total{") and (
+            'route="/predict"' in line or "/infer" in line
+        ):
+            replica = line.split('replica="', 1)[1].split('"', 1)[0]
+            counts[replica] = counts.get(replica, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_a_handler_engine_answers_through_serve_as_in_process_then_down(
+    served: dict, digits_deployed: dict
+) -> None:
+    """The digits handler on two replicas: /predict (plain httpx) and /v2/models/digits/infer
+    (tritonclient.http on Serve's /digits base path) answer what the handler answers
+    in-process; no key is a 401; concurrent requests reach both replicas; `ps` lists it;
+    `down digits` deletes it."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    base, row = digits_deployed["base"], digits_deployed["row"]
+    reference = digits_deployed["reference"]
+    images, want = reference["images"][:8], reference["answers"][:8]
+    replicas = _get(base + "/replicas").json()
+    assert len(replicas) == 2 and all(r["healthy"] for r in replicas), replicas
+    ps = json_data(workbench("ps", "--json", cwd=served["root"]).stdout)
+    assert [(s["name"], s["health"], s["replicas"]) for s in ps] == [("digits", "healthy", 2)]
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
+        one = client.post("/predict", json={"inputs": images[0]})
+        assert one.status_code == 200, one.text
+        assert digits.same_answers([one.json()], want[:1])
+        many = client.post("/predict", json={"instances": images})
+        assert digits.same_answers(many.json()["predictions"], want)
+        refused = httpx.post(base + "/predict", json={"inputs": images[0]}, timeout=60)
+        assert refused.status_code == 401, refused.text
+
+    host_port = base.split("://", 1)[1]  # 127.0.0.1:PORT/digits: the client's base path
+    triton_client = triton.InferenceServerClient(host_port)
+    assert triton_client.is_model_ready("digits", headers=dict(auth))
+    tensor = triton.InferInput("image", [len(images), 8, 8], "FP32")
+    tensor.set_data_from_numpy(np.array(images, dtype=np.float32), binary_data=True)
+    result = triton_client.infer("digits", [tensor], headers=dict(auth))
+    labels = result.as_numpy("label").ravel().tolist()
+    got = [
+        {"label": a, "scores": s}
+        for a, s in zip(labels, result.as_numpy("scores").tolist(), strict=True)
+    ]
+    assert digits.same_answers(got, want)
+
+    before = _replica_predictions(base)
+
+    async def together() -> list[dict]:
+        async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as aclient:
+            replies = await asyncio.gather(
+                *(aclient.post("/predict", json={"inputs": image}) for image in images * 4)
+            )
+        return [r.json() for r in replies]
+
+    assert digits.same_answers(asyncio.run(together()), want * 4)
+    after = _replica_predictions(base)
+    served_now = {r: after[r] - before.get(r, 0) for r in after}
+    assert len(served_now) == 2 and all(n > 0 for n in served_now.values()), served_now
+
+    engines = process_tree(*[r["engine_pid"] for r in replicas])
+    down = workbench("down", "digits", "--json", cwd=served["root"])
+    assert down.returncode == 0, down.stderr
+    assert json_data(down.stdout) == {"digits": True}
+    deadline = time.monotonic() + 60
+    while [p for p in engines if Path(f"/proc/{p}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in engines if Path(f"/proc/{p}").exists()], "engine processes left"
+    assert json_data(workbench("ps", "--json", cwd=served["root"]).stdout) == []
+    assert row["url"] == f"http://127.0.0.1:{row['port']}/digits/v1"
 
 
 def test_down_of_a_deployment_whose_cluster_is_gone_forgets_it_at_once(tmp_path: Path) -> None:

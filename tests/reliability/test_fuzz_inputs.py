@@ -1,4 +1,5 @@
-"""Hostile input, fuzzed with hypothesis: env specs, the manifest and notebook parameters.
+"""Hostile input, fuzzed with hypothesis: env specs, the manifest, notebook parameters and
+the tensors and bodies a predict engine's routes parse.
 
 Every case must end in exit 0, or exit 2 with one `error:` line that names the file (and
 the line, field or value) and says what would be valid: no traceback, no hang, nothing
@@ -23,23 +24,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import nbformat
 import pytest
 import yaml
-from conftest import REPO, json_data, workbench, write_env
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.cli import json_data, workbench, write_env
+from tests.support.paths import REPO
 from workbench import cli
 from workbench.envs import interpreters
+from workbench.runtime.engine import api
+from workbench.runtime.engine import inference_protocol as oip
+from workbench.runtime.engine.predict_routes import MAX_INPUTS, Infer, InferBody, Predict
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 SECRET = "s3cr3t-0f-the-machine"  # in a file outside the project: must never be echoed
 CALL_LIMIT_S = 30  # one CLI call that takes longer than this is a hang
 STATE = (".workbench", "runs")  # what commands may write inside the project
+# The sandbox's XDG_CACHE_HOME, under tmp_path, and the tool's own cache in it (what it
+# learnt of local Pythons): the one place outside the project commands may write.
+CACHE_HOME = "home/xdg_cache_home"
+TOOL_CACHE = f"{CACHE_HOME}/workbench"
 
 
 class Hang(BaseException):
@@ -113,7 +123,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 @dataclass
 class Sandbox:
     """A project in tmp_path, with HOME, XDG dirs and the temp dir in tmp_path too, and a
-    secret file beside the project; `written()` lists what changed outside project state."""
+    secret file beside the project; `written()` lists what changed outside project state
+    and the tool's cache."""
 
     root: Path
     top: Path
@@ -125,10 +136,13 @@ class Sandbox:
     def written(self) -> list[str]:
         after = snapshot(self.top)
         state = tuple(f"{self.root.name}/{part}" for part in STATE)
+        cache = (TOOL_CACHE, CACHE_HOME)  # CACHE_HOME: the folder made to hold it
         return [
             path
             for path, stat in after.items()
-            if self.before.get(path) != stat and not path.startswith(state)
+            if self.before.get(path) != stat
+            and not path.startswith(state)
+            and not (path in cache or path.startswith(f"{TOOL_CACHE}/"))
         ]
 
 
@@ -138,8 +152,9 @@ def sandbox(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "outside" / "secret.txt").write_text(SECRET + "\n")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME"):
         monkeypatch.setenv(var, str(tmp_path / "home" / var.lower()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / CACHE_HOME))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     # Finding local Pythons probes each one in a subprocess (~0.3 s): once per test is enough.
@@ -473,7 +488,7 @@ def test_random_manifests(sandbox: Sandbox, manifest: str) -> None:
     write_env(sandbox.root, "a", "dependencies: [python=3.11]\n")
     (sandbox.root / "workbench.toml").write_text(manifest)
     sandbox.mark()
-    for argv in (["env", "list", "--json"], ["kernels", "--json"]):
+    for argv in (["env", "list", "--json"], ["kernels", "list", "--json"]):
         result = run_cli(*argv)
         assert_one_line_or_ok(result, "workbench.toml")
         event(f"{argv[0]} exit {result.code}")
@@ -751,3 +766,116 @@ def test_code_shaped_values_stay_strings_in_a_real_kernel(project: Path, tmp_pat
     printed = "".join(output["cells"][-1]["outputs"][0]["text"])
     assert json.loads(printed) == payloads
     assert not pwned.exists()
+
+
+# --- inference tensors (the predict engine's /v2 and /predict routes, in this process) ------
+# The routes' parsing as the engine runs it, on an engine's description: the digits handler's
+# declared inputs, or an image pipeline. Every body ends in a Job of at most MAX_INPUTS inputs
+# or a one-line 400 (413) that names the input; nothing else escapes.
+
+DIGITS_ENGINE = SimpleNamespace(
+    name="digits",
+    args=SimpleNamespace(task="predict"),
+    pool=SimpleNamespace(
+        ready=True,
+        info={"inputs": [{"name": "image", "datatype": "FP32", "shape": [8, 8]}], "outputs": []},
+    ),
+)
+IMAGES_ENGINE = SimpleNamespace(
+    name="images", args=SimpleNamespace(task="image-classification"), pool=DIGITS_ENGINE.pool
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=9) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=70,
+)
+tensors = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["image", "x"]) | st.text(max_size=60),
+        "datatype": st.sampled_from(list(oip.DATATYPES)) | json_values,
+        "shape": st.lists(st.integers(-2, 10), max_size=4) | json_values,
+        "data": json_values,
+    },
+    optional={
+        "parameters": st.fixed_dictionaries({"binary_data_size": st.integers(-4, 400)})
+        | json_values
+    },
+)
+infer_bodies = st.fixed_dictionaries(
+    {"inputs": st.lists(tensors, max_size=4) | json_values},
+    optional={
+        "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=8)}), max_size=3)
+        | json_values,
+        "parameters": st.dictionaries(st.text(max_size=8), scalars, max_size=3) | json_values,
+        "id": json_values,
+    },
+)
+media_values = (
+    st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())
+    | st.binary(max_size=60).map(lambda b: "data:image/png;base64," + base64.b64encode(b).decode())
+    | st.sampled_from(["https://example.com/x.png", "http://10.0.0.1/", "data:,x", "====", ""])
+    | json_values
+)
+
+
+def assert_job_or_one_line_error(parse) -> None:
+    try:
+        job = parse()
+    except api.ApiError as exc:
+        event(f"refused {exc.status}")
+        assert exc.status in (400, 413), exc.message
+        assert exc.message and "\n" not in exc.message and len(exc.message) < 400, exc.message
+        return
+    event("accepted")
+    assert isinstance(job.payload, list) and 0 < len(job.payload) <= MAX_INPUTS
+
+
+@settings(max_examples=400)
+@given(
+    body=infer_bodies | json_values,
+    binary=st.binary(max_size=400),
+    header=st.none() | st.just("exact") | st.text(max_size=6),
+    images=st.booleans(),
+)
+@example(
+    body={"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8], "data": [0] * 64}]},
+    binary=b"",
+    header=None,
+    images=False,
+)
+@example(
+    body={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["!!"]}]},
+    binary=b"",
+    header=None,
+    images=True,
+)
+def test_random_infer_requests(body, binary: bytes, header, images: bool) -> None:
+    head = json.dumps(body).encode()
+    length = str(len(head)) if header == "exact" else header
+    raw = head + binary if length is not None else head
+    engine = IMAGES_ENGINE if images else DIGITS_ENGINE
+    assert_job_or_one_line_error(lambda: Infer().parse(engine, InferBody(raw, length)))
+
+
+@settings(max_examples=300)
+@given(
+    body=st.fixed_dictionaries(
+        {"inputs": media_values | st.lists(media_values, max_size=5)},
+        optional={"parameters": st.dictionaries(st.text(max_size=8), scalars) | json_values},
+    )
+    | st.fixed_dictionaries({"instances": st.lists(media_values, max_size=5) | json_values})
+    | json_values,
+    images=st.booleans(),
+)
+@example(body={"instances": [0] * 10_000}, images=False)
+@example(body={"inputs": ["https://example.com/cat.png"]}, images=True)
+def test_random_predict_bodies(body, images: bool) -> None:
+    engine = IMAGES_ENGINE if images else DIGITS_ENGINE
+    assert_job_or_one_line_error(lambda: Predict().parse(engine, body))

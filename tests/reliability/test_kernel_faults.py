@@ -2,8 +2,9 @@
 colleague's `kill -9`): the run fails fast and keeps its partial notebook and record.
 
 The other faults of the issue have tests in the main suite, run on every `make test`:
-a build killed half-way (tests/test_envs.py::test_interrupted_builds_leave_previous_env_working)
-and sshd restarted under a tunnel (tests/test_serving.py, the real-sshd tunnel test).
+a build killed half-way
+(tests/envs/test_envs.py::test_interrupted_builds_leave_previous_env_working) and sshd
+restarted under a tunnel (tests/serving/test_serving.py, the real-sshd tunnel test).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import time
 from pathlib import Path
 
 import nbformat
-import report
-from conftest import json_data, workbench, write_env
+
+from tests.support import report
+from tests.support.cli import json_data, workbench, write_env
 
 
 def test_kernel_sigkilled_mid_run_fails_within_10s(project: Path) -> None:

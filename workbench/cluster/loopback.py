@@ -2,9 +2,9 @@
 
 Ray turns "127.0.0.1" into the machine's routable address (and binds everything there)
 unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which keeps every address on loopback, and
-every server bound to it, in the processes that inherit it (measured with Ray 2.60,
-../shared/FACTS.md). But with that variable `ray start` refuses to start a second node
-("Multi-node Ray clusters are not supported"). So a worker node of a loopback cluster is
+every server bound to it, in the processes that inherit it (tests/reliability/test_cluster.py
+checks it). But with that variable `ray start` refuses to start a second node ("Multi-node
+Ray clusters are not supported"). So a worker node of a loopback cluster is
 started through this module: `python -m workbench.cluster.loopback start --address
 127.0.0.1:PORT …` runs Ray's own `ray start` with that one check lifted and "localhost"
 left as it is; the processes it starts inherit the variable. Drivers (workbench sweep

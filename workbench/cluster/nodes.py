@@ -9,8 +9,8 @@ the two Ray otherwise fixes (44217, 44227), so clusters of several projects coex
 machine with GPUs each node leases its GPUs like any kernel (workbench gpus shows them);
 without GPUs, --gpus-per-node gives nodes GPUs to schedule with, and says so.
 
-.workbench/cluster/cluster.json says what runs; a lost node is noticed in ~1.5 s
-(health checks every 0.5 s) instead of Ray's default ~14 s.
+.workbench/cluster/cluster.json says what runs; a lost node is noticed after a few missed
+health checks (every 0.5 s), much sooner than with Ray's defaults.
 """
 
 import contextlib
@@ -27,12 +27,14 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from workbench import processes
 from workbench.cluster import loopback, require_ray
 from workbench.errors import WorkbenchError
 from workbench.gpus import inventory, leases
 from workbench.gpus.leases import Holder
 from workbench.jsonfiles import StateFile
 from workbench.project import Project
+from workbench.runtime import contract
 from workbench.serving import net
 from workbench.subprocesses import spawn
 
@@ -42,7 +44,6 @@ HEALTH_CHECKS = {
     "RAY_health_check_failure_threshold": "3",
     "RAY_health_check_initial_delay_ms": "0",
 }
-CACHE_VARIABLE = "WORKBENCH_CLUSTER_CACHE"  # where nodes keep projects and envs by commit
 NODE_PORT_FLAGS = (
     "--node-manager-port",
     "--object-manager-port",
@@ -65,6 +66,11 @@ class Node:
     lease: dict | None
     log: str
     node_manager_port: int
+    pid_start: int | None = None  # workbench.processes.start_time of pid
+
+    @property
+    def alive(self) -> bool:
+        return processes.alive(self.pid, self.pid_start)
 
 
 @dataclass
@@ -124,20 +130,16 @@ def _save(project: Project, state: ClusterState) -> None:
     state.write(project.cluster_state_path)
 
 
-def _alive(pid: int) -> bool:
-    return leases.start_time(pid) is not None
-
-
 def _tree(roots: list[int]) -> list[int]:
     """The roots and their living descendants."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            pid = int(stat.parent.name)
+        except ValueError:
             continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [r for r in roots if _alive(r)]
+        children.setdefault(processes.parent(pid), []).append(pid)
+    found, todo = [], [r for r in roots if processes.alive(r)]
     while todo:
         pid = todo.pop()
         if pid not in found:
@@ -163,11 +165,26 @@ def dashboard_nodes(port: int) -> list[dict] | None:
     """The nodes the dashboard lists (None while it does not answer)."""
     try:
         url = f"http://127.0.0.1:{port}/api/v0/nodes?limit=1000"
-        with urllib.request.urlopen(url, timeout=3) as reply:
+        request = urllib.request.Request(url, headers=_ray_auth_header())
+        with urllib.request.urlopen(request, timeout=3) as reply:
             data = json.loads(reply.read())
         return list(data["data"]["result"]["result"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _ray_auth_header() -> dict[str, str]:
+    """Ray's token, where Ray would find one (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, else
+    ~/.ray/auth_token): Ray turns token auth on when that file exists, and its dashboard then
+    answers 401 to a request without it. No token, no header."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+        try:
+            token = Path(path).read_text().strip()
+        except OSError:
+            return {}
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _log_tail(path: Path) -> str:
@@ -254,7 +271,7 @@ def up(
     """Start a head and nodes-1 workers on this machine; returns the state and a note."""
     require_ray()
     current = read_state(project)
-    if current is not None and any(_alive(n.pid) for n in current.node_list()):
+    if current is not None and any(n.alive for n in current.node_list()):
         raise WorkbenchError(
             f"a cluster of this project runs at {current.address}; `workbench cluster down` first"
         )
@@ -264,7 +281,7 @@ def up(
     cpus = cpus_per_node or max(1, (os.cpu_count() or 1) // nodes)
     node_leases, gpus, note = _gpus_for_nodes(project, nodes, gpus_per_node)
     tmp = temp_dir(project)
-    env = {**_environ(host), CACHE_VARIABLE: os.environ.get(CACHE_VARIABLE) or str(cache_dir())}
+    env = {**_environ(host), contract.CLUSTER_CACHE.name: str(cache_dir())}
     gcs, dashboard = _free_port(host), _free_port(host)
     began = time.monotonic()
     state = ClusterState(f"{host}:{gcs}", dashboard, str(tmp), host, time.time())
@@ -315,6 +332,7 @@ def up(
                         lease.to_json() if lease else None,
                         str(log),
                         node_manager,
+                        processes.start_time(proc.pid),
                     )
                 )
             )
@@ -346,7 +364,7 @@ def join(
         raise WorkbenchError(f"cluster join {head}: expected the head's HOST:PORT")
     host = "127.0.0.1" if loopback.is_loopback(head) else None
     state = read_state(project)
-    if state is None or state.address != head or not any(_alive(n.pid) for n in state.node_list()):
+    if state is None or state.address != head or not any(n.alive for n in state.node_list()):
         state = ClusterState(head, None, str(temp_dir(project)), host or "", time.time())
     ports, node_manager = _node_ports(host or "0.0.0.0")
     node_leases, per_node, _ = _gpus_for_nodes(project, 1, gpus)
@@ -357,7 +375,7 @@ def join(
         args += ["--num-cpus", str(cpus)]
     env = {
         **_environ(host or ""),
-        CACHE_VARIABLE: os.environ.get(CACHE_VARIABLE) or str(cache_dir()),
+        contract.CLUSTER_CACHE.name: str(cache_dir()),
     }
     lease = node_leases[0]
     if lease is not None:
@@ -386,6 +404,7 @@ def join(
         lease.to_json() if lease else None,
         str(log),
         node_manager,
+        processes.start_time(proc.pid),
     )
     state.nodes.append(asdict(node))
     _save(project, state)
@@ -409,14 +428,14 @@ def _stop_pids(pids: list[int]) -> None:
     """SIGTERM each `ray start --block` (it stops what it started), then SIGKILL whatever
     of its tree or session is left, until nothing is."""
     for pid in pids:
-        if _alive(pid):
+        if processes.alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and any(_alive(p) for p in _members(pids)):
+    while time.monotonic() < deadline and any(processes.alive(p) for p in _members(pids)):
         time.sleep(0.2)
     for _ in range(5):
-        left = [p for p in _members(pids) if _alive(p)]
+        left = [p for p in _members(pids) if processes.alive(p)]
         if not left:
             return
         for pid in left:
@@ -456,7 +475,7 @@ def status(project: Project) -> dict:
         "dashboard": dashboard_url(state),
         "up_seconds": state.up_seconds,
         "started": state.started,
-        "nodes": [{**asdict(n), "alive": _alive(n.pid)} for n in ours],
+        "nodes": [{**asdict(n), "alive": n.alive} for n in ours],
         "cluster_nodes": [
             {
                 "node_id": n.get("node_id"),
@@ -481,12 +500,16 @@ def running_dashboard(project: Project) -> int | None:
     if state is None or state.dashboard_port is None:
         return None
     head = next((n for n in state.node_list() if n.role == "head"), None)
-    if head is None or not _alive(head.pid):
+    if head is None or not head.alive:
         return None
     return state.dashboard_port if not net.port_is_free(state.dashboard_port) else None
 
 
 def cache_dir() -> Path:
-    """Where a node keeps projects (by commit) and their envs."""
+    """Where a node keeps projects (by commit) and their envs: WORKBENCH_CLUSTER_CACHE, else
+    under the user's cache folder."""
+    given = contract.CLUSTER_CACHE.get()
+    if given is not None:
+        return given
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "workbench" / "cluster"

@@ -4,11 +4,12 @@ engine in the MODEL's env as a subprocess and forwards HTTP to it, streams inclu
 
 Why a subprocess: Ray's workers run the cluster's Python (the tool's venv), the engine runs
 in the model's env, which lacks Ray (`runtime_env={"py_executable": ...}` with such an
-interpreter hangs) and would cost a 440 MB copy per env as a Ray runtime_env. So each replica
-starts `engines.command(...)`'s line as it is (the env's interpreter, `--port 0` on
-127.0.0.1), with Ray's CUDA_VISIBLE_DEVICES (Ray's assignment wins over a manifest pin);
-on a node where the GPUs Ray schedules do not exist (`cluster up --gpus-per-node` on a
-machine without GPUs) the engine runs on the CPU and says so.
+interpreter hangs) and would cost a copy of the whole env as a Ray runtime_env. So each replica
+starts the engine's launch (workbench.serving.launch, as `workbench up` starts it here: the
+env's interpreter, `--port 0` on 127.0.0.1, in the project's folder), with Ray's
+CUDA_VISIBLE_DEVICES (Ray's assignment wins over a manifest pin); on a node where the GPUs
+Ray schedules do not exist (`cluster up --gpus-per-node` on a machine without GPUs) the
+engine runs on the CPU and says so.
 
 Routes are the engine's own under the application's route prefix (/ENGINE/v1/..., /healthz
 with this replica's id, node and GPUs added), plus two that span replicas: /metrics (every
@@ -18,9 +19,9 @@ small Probe actor per replica on the replica's node (named APP/REPLICA in NAMESP
 dies with its replica, which owns it).
 
 Every socket stays on the node's address: the engine binds 127.0.0.1, and Serve's
-inter-deployment gRPC server, which Ray 2.60 binds to [::]:0, is bound to the node's IP
+inter-deployment gRPC server, which Ray binds to [::]:0, is bound to the node's IP
 instead (bind_serve_grpc_to_node). Imported by Ray workers: Ray, aiohttp (ray[default])
-and the engine's API module only.
+and the engine's API and Prometheus modules only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+
+from workbench.runtime import contract, prometheus
 
 NAMESPACE = "workbench-serve"
 START_TIMEOUT_S = 600.0
@@ -62,7 +65,7 @@ NOT_INHERITED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
 
 
 def bind_serve_grpc_to_node() -> bool:
-    """Make this replica's inter-deployment gRPC server (Ray 2.60: `[::]:0`, every
+    """Make this replica's inter-deployment gRPC server (Ray binds it to `[::]:0`, every
     interface) listen on the node's address only; it is what routers on other nodes dial
     (node_ip:port), so nothing else changes. Call before Serve starts that server (in the
     replica's constructor). False where Ray no longer looks as expected (the loopback
@@ -99,7 +102,7 @@ def engine_environ(base: dict[str, str], extra: dict[str, str], gpus: list[str])
     env.update(extra)
     visible = ",".join(gpus)
     env["CUDA_VISIBLE_DEVICES"] = visible
-    env["WORKBENCH_GPUS_ASSIGNED"] = visible
+    env[contract.GPUS_ASSIGNED.name] = visible
     return env
 
 
@@ -113,14 +116,6 @@ def placement(gpus: list[str], node_has_gpus: bool) -> tuple[bool, str | None]:
             "--gpus-per-node on a machine that has none): the engine runs on the CPU"
         )
     return False, None
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: dict[str, str]) -> str:
-    return ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
 
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?(\s.*)$")
@@ -141,7 +136,7 @@ def merge_metrics(replicas: list[tuple[dict[str, str], str]]) -> str:
 
     for labels, text in replicas:
         current: str | None = None
-        prefix = _labels(labels)
+        prefix = prometheus.labels(labels.items())
         for line in text.splitlines():
             if line.startswith("# HELP ") or line.startswith("# TYPE "):
                 parts = line.split(" ", 3)
@@ -177,11 +172,13 @@ def replica_series(info: dict) -> str:
         "device": info["device"],
         "engine_pid": str(info["engine_pid"]),
     }
-    return (
-        "# HELP workbench_replica_info A replica of the engine on Ray Serve.\n"
-        "# TYPE workbench_replica_info gauge\n"
-        f"workbench_replica_info{{{_labels(labels)}}} 1\n"
+    lines = prometheus.family(
+        "workbench_replica_info",
+        "gauge",
+        "A replica of the engine on Ray Serve.",
+        [(prometheus.labels(labels.items()), 1)],
     )
+    return "\n".join(lines) + "\n"
 
 
 def why_stopped(lines: list[str]) -> str:
@@ -336,13 +333,13 @@ class EngineReplica:
                 "note": note,
             }
         )
-        if not os.path.isdir(spec["root"]):
+        if not os.path.isdir(spec["cwd"]):
             raise RuntimeError(
-                f"the project folder {spec['root']} is not on node {node}: an engine on Ray "
+                f"the project folder {spec['cwd']} is not on node {node}: an engine on Ray "
                 "Serve runs the project and its env where they are (every node needs them at "
                 "the same path, e.g. a shared filesystem)"
             )
-        self.engine = EngineProcess(argv, env, spec["root"], spec["log"], header)
+        self.engine = EngineProcess(argv, env, spec["cwd"], spec["log"], header)
         try:
             await self.engine.wait_healthy(spec["start_timeout"])
         except BaseException:

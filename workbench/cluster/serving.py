@@ -7,14 +7,13 @@ behind Serve's HTTP proxy on 127.0.0.1 at /ENGINE/v1 (plus /ENGINE/healthz, /met
 Serve is started here when the cluster runs none: its one HTTP proxy on the head node
 (proxy_location HeadOnly: nodes of a one-machine cluster share its loopback and so its
 ports), bound to --host (127.0.0.1 by default) on a port picked free. Where Serve already
-runs, its proxy is used as it is. The deployment is recorded in .workbench/apps/ENGINE/
+runs, its proxy is used as it is. The deployment is recorded in .workbench/services/ENGINE/
 (service.json with the cluster's address, no credentials), so `ps`, `tunnel` and the apps
 that front the engine find it like a local one. API keys reach the replicas as an argument
 of the deployment (held by Ray's controller), never in argv, logs or `ps`.
 """
 
 import logging
-import os
 import re
 import socket
 import time
@@ -22,9 +21,9 @@ from collections.abc import Callable
 
 from workbench.cluster import loopback, require_ray, stdout_to_stderr
 from workbench.errors import CHECK_FAILED, WorkbenchError
-from workbench.gpus import assign
 from workbench.project import EngineEntry, Project
-from workbench.serving import engines, net, services
+from workbench.runtime import contract
+from workbench.serving import engines, launch, net, services
 from workbench.serving.state import Kind, ServiceSpec
 
 ROUTE = "/{name}"
@@ -71,7 +70,7 @@ def _check_gpus(replicas: int, gpus: float) -> None:
         raise WorkbenchError(
             f"{replicas} replica(s) with {gpus:g} GPU(s) each do not fit on the cluster: its "
             f"nodes have {', '.join(f'{g:g}' for g in per_node) or 'no'} GPU(s) "
-            "(--replicas, --gpus-per-replica; `workbench cluster status`)"
+            "(--replicas, --gpus-per-replica; `workbench cluster list`)"
         )
 
 
@@ -93,18 +92,15 @@ def _start_serve(host: str) -> tuple[str, int]:
 
 
 def _spec(project: Project, engine: EngineEntry, gpus: float, timeout: float) -> dict:
-    """What each replica gets: the engine's command line (host 127.0.0.1, port 0: it
-    picks one), its variables (keys included), where to run and log."""
-    argv, extra = engines.command(project, engine, "127.0.0.1", 0, assign.Assignment(None, "none"))
+    """What each replica gets: the engine's launch as it runs here (host 127.0.0.1, port 0:
+    it picks one; its variables, keys included), where to log, its GPUs and limits."""
+    described = launch.engine(project, engine, launch.Here(project), "127.0.0.1", 0)
     project.logs_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "name": engine.name,
-        "argv": argv,
-        "env": extra,
-        "root": str(project.root),
+        **described.to_json(),
         "log": str(project.log_path(engine.name)),
         "gpus": gpus,
-        "max_body_kb": engine.max_body_kb,
+        "max_body_kb": engine.settings.max_body_kb,
         "start_timeout": timeout,
     }
 
@@ -139,7 +135,7 @@ def deploy(
             if not net.is_loopback(proxy_host) and not engines.keys(project):
                 raise WorkbenchError(
                     f"Serve on {address} listens on {proxy_host}: {engine.name} would be "
-                    f"exposed without API keys; set {engines.KEYS_VARIABLE}"
+                    f"exposed without API keys; set {contract.API_KEYS.name}"
                 )
             route = ROUTE.format(name=engine.name)
             _run(engine, spec, replicas, gpus, route)
@@ -182,7 +178,8 @@ def _run(engine: EngineEntry, spec: dict, replicas: int, gpus: float, route: str
     from workbench.cluster.replica import EngineReplica
     from workbench.cluster.routing import LeastLoaded
 
-    per_replica = engine.max_batch * max(1, engine.workers) + engine.max_queue
+    limits = engine.settings
+    per_replica = limits.max_batch * max(1, limits.workers) + limits.max_queue
     deployment = serve.deployment(
         serve.ingress()(EngineReplica),
         name="engine",
@@ -262,8 +259,3 @@ def delete(project: Project, record: ServiceSpec) -> bool:
             return True
         finally:
             ray.shutdown()
-
-
-def cluster_address(given: str | None) -> str | None:
-    """--cluster, else $RAY_ADDRESS, else None (this server)."""
-    return given or os.environ.get("RAY_ADDRESS") or None

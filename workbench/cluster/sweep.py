@@ -26,7 +26,7 @@ from workbench.project import Project
 from workbench.subprocesses import run as run_command
 
 MAX_ATTEMPTS = 3
-RETRY_DELAY_S = 2.0  # the cluster notices a lost node in ~1.5 s (health checks every 0.5 s)
+RETRY_DELAY_S = 2.0  # after a few missed health checks (every 0.5 s) a lost node is noticed
 DELIVERY_WAIT_S = 120.0
 
 

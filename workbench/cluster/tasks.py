@@ -11,7 +11,6 @@ Imported by Ray workers, which run the cluster's Python, where workbench is inst
 import contextlib
 import fcntl
 import io
-import json
 import os
 import secrets
 import shutil
@@ -23,8 +22,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from workbench.gpus.assign import ASSIGNED
-from workbench.subprocesses import die_with_parent
+from workbench import results
+from workbench.errors import WorkbenchError
+from workbench.runtime import contract
+from workbench.subprocesses import interruptible_child
 
 MARKER = ".workbench-commit"
 
@@ -107,12 +108,9 @@ def _command(spec: dict) -> list[str]:
 def _collect(root: Path, stdout: str) -> tuple[dict | None, dict[str, bytes], str | None]:
     """The run's record, the files of its folder, or why there is none."""
     try:
-        payload = json.loads(stdout)
-    except ValueError:
-        return None, {}, "workbench run printed no JSON"
-    if "error" in payload:
-        return None, {}, payload["error"].get("message")
-    record = payload.get("data") or {}
+        record = results.data_of(stdout, "workbench run") or {}
+    except WorkbenchError as exc:
+        return None, {}, exc.message
     folder = root / "runs" / str(record.get("id"))
     files = {}
     if record.get("id") and folder.is_dir():
@@ -136,20 +134,19 @@ def run_on_node(archive: bytes, spec: dict, collector) -> dict:
         "devices": [d for d in devices.split(",") if d],
     }
     collector.started.remote({**where, "at": time.time()})
-    cache = Path(
-        os.environ.get("WORKBENCH_CLUSTER_CACHE") or Path.home() / ".cache/workbench/cluster"
-    )
+    cache = contract.CLUSTER_CACHE.get() or Path.home() / ".cache/workbench/cluster"
     root = materialize(cache, spec["project"], spec["commit"], archive)
     ensure_env(root, spec["env"])
     proc = subprocess.Popen(
         _command(spec),
         cwd=root,
-        env={**os.environ, ASSIGNED: devices},  # Ray's assignment wins over a manifest pin
+        # Ray's assignment wins over a manifest pin
+        env={**os.environ, contract.GPUS_ASSIGNED.name: devices},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=die_with_parent,
+        preexec_fn=interruptible_child,
     )
     try:
         stdout, stderr = proc.communicate()

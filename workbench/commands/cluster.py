@@ -8,49 +8,6 @@ from workbench import project as projects
 from workbench.console import err, escape, out, progress
 from workbench.results import Result
 
-HELP = """A Ray cluster for this server, for `workbench sweep NB … --cluster ADDRESS` (needs
-the optional extra: pip install 'workbench[ray]').
-
-  up      a head and --nodes - 1 more nodes on this machine, every port on 127.0.0.1;
-          on a GPU server each node leases --gpus-per-node GPUs (default: the free ones,
-          shared out), like any kernel (`workbench gpus` shows them); without GPUs,
-          --gpus-per-node gives nodes GPUs to schedule with that do not exist
-  join    add this machine to the cluster whose head is at HOST:PORT
-  status  nodes, resources, processes and memory
-  down    stop this project's nodes by PID (never `ray stop`, which stops every Ray here)
-
-The dashboard listens on 127.0.0.1: `workbench tunnel --print` includes it."""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "cluster",
-        parents=[common],
-        help="a Ray cluster for sweeps beyond one server",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
-    up = verbs.add_parser("up", parents=[common], help="start a cluster on this machine")
-    up.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes, head included")
-    up.add_argument("--gpus-per-node", type=int, metavar="K", help="GPUs each node schedules")
-    up.add_argument("--cpus-per-node", type=int, metavar="C", help="default: cores / nodes")
-    up.add_argument("--object-store-mb", type=int, metavar="MB", help="per node (default Ray's)")
-    up.add_argument("--json", action="store_true", help="machine-readable output")
-    up.set_defaults(handler=cmd_up)
-    join = verbs.add_parser("join", parents=[common], help="add this machine to a cluster")
-    join.add_argument("head", metavar="HOST:PORT", help="the head's address (`cluster status`)")
-    join.add_argument("--gpus", type=int, metavar="K", help="GPUs this node schedules")
-    join.add_argument("--cpus", type=int, metavar="C", help="CPUs this node schedules")
-    join.add_argument("--json", action="store_true", help="machine-readable output")
-    join.set_defaults(handler=cmd_join)
-    status = verbs.add_parser("status", parents=[common], help="nodes, resources, memory")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=cmd_status)
-    down = verbs.add_parser("down", parents=[common], help="stop this project's nodes")
-    down.add_argument("--json", action="store_true", help="machine-readable output")
-    down.set_defaults(handler=cmd_down)
-
 
 def cmd_up(args: argparse.Namespace, project: projects.Project) -> Result:
     from workbench.cluster import nodes

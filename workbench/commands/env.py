@@ -3,183 +3,26 @@
 import argparse
 from pathlib import Path
 
-from rich.table import Table
-
 from workbench import project as projects
 from workbench.console import err, escape, out, progress, warn
-from workbench.envs import backends, builds, interpreters, portable
+from workbench.envs import backends, builds
 from workbench.envs import spec as specs
-from workbench.envs.backends.uv import DROP_FLAG, UvOptions
+from workbench.envs.backends.uv import UvOptions
 from workbench.errors import CHECK_FAILED, WorkbenchError
+from workbench.manifest import MANIFEST_SPEC_SUFFIXES
 from workbench.results import Result
-
-HELP = """Build model envs from envs/NAME.yml (conda environment.yml format), or from the
-spec files workbench.toml points at (`workbench init` writes it for an existing repository).
-
-Each env is built into its own prefix under .workbench/builds/ and becomes active
-only when the build succeeded, so a failed build never breaks the env in use. After
-a build the env is registered as the Jupyter kernel wb-NAME. A committed lock
-(envs/NAME.lock) made from the current spec is installed exactly; otherwise the
-spec is resolved afresh."""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    env = sub.add_parser(
-        "env",
-        help="build, lock and check model envs",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    verbs = env.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    p = verbs.add_parser("list", parents=[common], help="every env with its build, lock and kernel")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_list)
-
-    p = verbs.add_parser(
-        "plan",
-        parents=[common],
-        help="what a build would install, without building",
-        description="Print what `env create` would install: backend, interpreter, packages "
-        "after conda->PyPI mapping, dropped packages with the reason, pip options. Exit 0 if "
-        "the env can be built here, 2 with the reason if not.",
-    )
-    p.add_argument(
-        "target",
-        metavar="FILE_OR_NAME",
-        help="an environment.yml (or requirements.txt) or an env name",
-    )
-    p.add_argument(
-        "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
-    )
-    _uv_options(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_plan)
-
-    p = verbs.add_parser(
-        "create",
-        parents=[common],
-        help="build envs and register their kernels",
-        description="Build each env (a no-op when nothing changed) and register its kernel.",
-    )
-    _names(p)
-    p.add_argument(
-        "--locked",
-        action="store_true",
-        help="install exactly envs/NAME.lock; fail if it is missing or stale",
-    )
-    p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
-    p.add_argument(
-        "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
-    )
-    _uv_options(p)
-    p.add_argument(
-        "--user",
-        action="store_true",
-        help="register the kernel user-wide (named wb-PROJECT-NAME) instead of in the project",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_create)
-
-    p = verbs.add_parser(
-        "lock",
-        parents=[common],
-        help="write envs/NAME.lock (exact, hashed)",
-        description="Resolve each env exactly and write envs/NAME.lock beside its spec.",
-    )
-    _names(p)
-    p.add_argument(
-        "--backend", choices=backends.NAMES, help="default: conda-family if installed, else uv"
-    )
-    _uv_options(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_lock)
-
-    p = verbs.add_parser(
-        "check",
-        parents=[common],
-        help="compare lock and installed packages",
-        description="Report packages added, removed or changed since the lock; exit 1 on drift.",
-    )
-    _names(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_check)
-
-    p = verbs.add_parser(
-        "export",
-        parents=[common],
-        help="a portable environment.yml of an env, pinned to its lock",
-        description="Print (or write with -o) the env's spec with every requirement pinned "
-        "to what its lock holds (the active build's, else the committed lock): channels, "
-        "variables, options and local paths kept; build strings and prefix left out, so it "
-        "builds on another platform. A VCS requirement is pinned to its locked commit.",
-    )
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write it here")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_export)
-
-    p = verbs.add_parser(
-        "import",
-        parents=[common],
-        help="create envs/NAME.yml from a conda env, a venv or an export file",
-        description="Write envs/NAME.yml from an env built elsewhere: a conda env (its name "
-        "or prefix; read from conda-meta, conda need not be installed), a venv, or a "
-        "`conda env export` file (builds, prefix and platform-only packages dropped). Every "
-        "Python package is pinned to the version found there, so `workbench env create "
-        "NAME` builds the same versions.",
-    )
-    p.add_argument("name", metavar="NAME", help="the new env's name")
-    p.add_argument(
-        "--from",
-        dest="source",
-        required=True,
-        metavar="ENV_OR_PATH",
-        help="a conda env name, a conda prefix, a venv folder or an environment.yml",
-    )
-    p.add_argument("--force", action="store_true", help="replace an existing envs/NAME.yml")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_import)
-
-    p = verbs.add_parser("rm", parents=[common], help="delete an env's builds and kernels")
-    p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_rm)
-
-
-def _uv_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        DROP_FLAG,
-        action="store_true",
-        help="uv backend: build without conda-only packages (R, compilers, CUDA toolkits, "
-        "MPI, C libraries), listing each one dropped; without it they are refused",
-    )
-    parser.add_argument(
-        interpreters.NEAREST_FLAG,
-        action="store_true",
-        help="uv backend: when no local Python matches python= (e.g. 3.8.5) and none can be "
-        "downloaded, use the nearest patch release of the same minor (e.g. 3.8.18)",
-    )
 
 
 def _options(args: argparse.Namespace) -> UvOptions:
     return UvOptions(drop_conda_only=args.drop_conda_only, nearest_python=args.nearest_python)
 
 
-def _names(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", metavar="NAME", help="env names (see `env list`)")
-    parser.add_argument("--all", action="store_true", help="every env of the project")
-
-
 def _selected(args: argparse.Namespace, project: projects.Project) -> list[str]:
-    if args.all and args.names:
-        raise WorkbenchError("give env names or --all, not both")
-    if args.all:
+    """The envs named, or every env of the project when none is (or --all)."""
+    if not args.names:
         if not project.envs:
             raise WorkbenchError(f"no env specs in {project.root / 'envs'}")
         return sorted(project.envs)
-    if not args.names:
-        raise WorkbenchError("name at least one env, or pass --all")
     for name in args.names:
         project.env(name)
     return args.names
@@ -191,6 +34,8 @@ def cmd_list(args: argparse.Namespace, project: projects.Project) -> Result:
 
 
 def _show_list(project: projects.Project, rows: list[builds.EnvStatus]) -> None:
+    from rich.table import Table
+
     table = Table(
         "env",
         "built",
@@ -222,7 +67,7 @@ def _show_list(project: projects.Project, rows: list[builds.EnvStatus]) -> None:
 
 def cmd_plan(args: argparse.Namespace, project: projects.Project | None) -> Result:
     target = Path(args.target)
-    if target.suffix in projects.MANIFEST_SPEC_SUFFIXES or target.is_file():
+    if target.suffix in MANIFEST_SPEC_SUFFIXES or target.is_file():
         spec = specs.load(target.resolve())
     else:
         if project is None:
@@ -267,26 +112,39 @@ def cmd_create(args: argparse.Namespace, project: projects.Project) -> Result:
         results.append(result)
         if result.gpu_check is not None and not result.gpu_check.ok:
             code = CHECK_FAILED
-        if args.json:
-            continue
-        for message in result.warnings:
-            warn(message)
-        rec = result.record
-        verb = {
-            "unchanged": "unchanged",
-            "reactivated": "reactivated an earlier build",
-            "built": f"built in {rec.seconds:.1f} s",
-        }[result.status]
-        source = "from its lock" if rec.from_lock else "resolved from the spec"
-        err.print(
-            f"[green]✓[/] {name}: {verb} ({rec.packages} packages, Python "
-            f"{rec.python_version}, {rec.backend}, {source}) → kernel "
-            f"[bold]{result.kernel.name if result.kernel else '-'}[/]"
-        )
-        if result.gpu_check is not None and not result.gpu_check.skipped:  # else a warning
-            colour = "green" if result.gpu_check.ok else "red"
-            err.print(f"  [{colour}]{result.gpu_check.message}[/]")
+        if not args.user:  # a --user create leaves the project's kernel as it was
+            builds.stamp(project, result, _captured)
+        if not args.json:
+            _show_created(result)
     return Result([r.to_json() for r in results], code=code)
+
+
+def _captured(result: builds.CreateResult) -> str:
+    """What _show_created prints for result on this console."""
+    with err.capture() as captured:
+        _show_created(result)
+    return captured.get()
+
+
+def _show_created(result: builds.CreateResult) -> None:
+    name = result.env
+    for message in result.warnings:
+        warn(message)
+    rec = result.record
+    verb = {
+        "unchanged": "unchanged",
+        "reactivated": "reactivated an earlier build",
+        "built": f"built in {rec.seconds:.1f} s",
+    }[result.status]
+    source = "from its lock" if rec.from_lock else "resolved from the spec"
+    err.print(
+        f"[green]✓[/] {name}: {verb} ({rec.packages} packages, Python "
+        f"{rec.python_version}, {rec.backend}, {source}) → kernel "
+        f"[bold]{result.kernel.name if result.kernel else '-'}[/]"
+    )
+    if result.gpu_check is not None and not result.gpu_check.skipped:  # else a warning
+        colour = "green" if result.gpu_check.ok else "red"
+        err.print(f"  [{colour}]{result.gpu_check.message}[/]")
 
 
 def cmd_lock(args: argparse.Namespace, project: projects.Project) -> Result:
@@ -339,6 +197,8 @@ def _show_check(checked: list[builds.CheckResult]) -> None:
 
 
 def cmd_export(args: argparse.Namespace, project: projects.Project) -> Result:
+    from workbench.envs import portable  # only these two commands need it
+
     exported = portable.export(project, args.name)
     if args.output:
         args.output.write_text(exported.text)
@@ -359,6 +219,8 @@ def cmd_export(args: argparse.Namespace, project: projects.Project) -> Result:
 
 
 def cmd_import(args: argparse.Namespace, project: projects.Project) -> Result:
+    from workbench.envs import portable  # only these two commands need it
+
     imported = portable.import_env(project, args.name, args.source, force=args.force)
 
     def show() -> None:

@@ -1,46 +1,15 @@
-"""`workbench gpus`: every GPU of this machine, who holds it, and how busy it is."""
+"""`workbench gpus list`: every GPU of this machine, who holds it, and how busy it is."""
 
 import argparse
-import math
 
 from rich.table import Table
 
 from workbench import project as projects
 from workbench.console import err, escape, out
 from workbench.gpus import report
-from workbench.gpus.leases import DIR_VARIABLE, Lease
+from workbench.gpus.leases import Lease
 from workbench.results import Result
-
-HELP = """Every GPU nvidia-smi lists, with its memory and utilization, the leases on it
-(holder kind and name, user, project, pid, since when; how long a kernel has been idle)
-and the processes computing there that hold no lease. Leases are machine-wide: every
-project and user on this server sees the same ones (folder: $WORKBENCH_LEASE_DIR, default
-/var/tmp/workbench-gpu-leases). A lease whose holder died is free again."""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "gpus",
-        parents=[common],
-        help="GPUs of this machine and who holds them",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_gpus)
-
-
-def add_wait_option(p: argparse.ArgumentParser) -> None:
-    """--wait [SECONDS], for commands that start something that may lease GPUs."""
-    p.add_argument(
-        "--wait",
-        type=float,
-        nargs="?",
-        const=math.inf,
-        metavar="SECONDS",
-        help="when GPUs are asked for and none is free, wait for them (default: fail at "
-        "once, naming who holds them); a number limits the wait",
-    )
+from workbench.runtime import contract
 
 
 def say_waiting(why: str) -> None:
@@ -92,4 +61,4 @@ def _show(built: report.Report) -> None:
     for lease in stray:
         err.print(f"lease on GPU(s) {lease.gpus} not listed by nvidia-smi: {_holder(lease, None)}")
     if not built.rows and not stray:
-        err.print(f"no leases (folder: ${DIR_VARIABLE} or /var/tmp/workbench-gpu-leases)")
+        err.print(f"no leases (folder: {contract.LEASE_DIR.get()})")

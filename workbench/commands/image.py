@@ -5,73 +5,7 @@ import argparse
 from workbench import project as projects
 from workbench.console import err, escape, out, progress, warn
 from workbench.results import Result
-from workbench.serving import builders, containerfiles, images, lab, provenance, tunnel
-
-DESCRIPTION = """Build an OCI image of APP from its env's committed lock: the env (uv: `uv pip
-sync` on a Python base pinned by digest; conda: the explicit lock and its pip part, by the
-conda of a Miniconda image pinned by digest), then the code, then the model, in that order
-of layers, so an edit of the app rebuilds in seconds. The image runs as uid 10001 under tini, checks
-its health on /healthz, binds 127.0.0.1 unless WORKBENCH_HOST and a login say otherwise,
-and carries OCI labels: spec and lock hashes, git commit, model card and the run that
-trained the model.
-
-The Containerfile and its context stay in .workbench/images/APP/ for review; hadolint
-checks it when installed, and trivy or syft write a CycloneDX SBOM beside it. This
-machine's CA bundle and pip configuration reach the build as secrets, never as layers.
-
-  workbench image chat                     build with podman, docker or buildah
-  workbench image chat --model bake        the model inside the image
-  workbench image chat --run               build, start on 127.0.0.1, wait for health
-  workbench image chat --no-build          only write the Containerfile and context"""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "image",
-        parents=[common],
-        help="build an OCI image of an app (and --run it)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("app", metavar="APP")
-    p.add_argument(
-        "--builder",
-        choices=builders.NAMES,
-        help="default: the first of podman, docker, buildah that works here",
-    )
-    p.add_argument(
-        "--base-image",
-        metavar="REF",
-        help="what the image is built on (default: a Debian slim Python image pinned by "
-        "digest); for a uv env it needs the lock's Python as python3",
-    )
-    p.add_argument(
-        "--conda-image",
-        metavar="REF",
-        help="conda envs: the image conda comes from, at /opt/conda (default: Miniconda "
-        "pinned by digest); it is mounted for the install, not copied",
-    )
-    p.add_argument(
-        "--model",
-        choices=provenance.MODEL_MODES,
-        default="mount",
-        help="bake the model folder into the image, or expect it on a volume (default mount; "
-        "--run mounts it read-only)",
-    )
-    p.add_argument("--tag", help="image name (default localhost/PROJECT-APP:latest)")
-    p.add_argument("--no-build", action="store_true", help="write the Containerfile only")
-    p.add_argument("--no-sbom", action="store_true", help="skip the SBOM (trivy/syft)")
-    p.add_argument("--run", action="store_true", help="start it on 127.0.0.1 and wait for health")
-    p.add_argument("--port", type=int, help="with --run: host port (default the manifest's)")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=lab.HEALTH_TIMEOUT,
-        metavar="SECONDS",
-        help=f"with --run: wait this long for health (default {lab.HEALTH_TIMEOUT:g})",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_image)
+from workbench.serving import builders, containerfiles, images, tunnel
 
 
 def cmd_image(args: argparse.Namespace, project: projects.Project) -> Result:

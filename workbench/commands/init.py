@@ -8,34 +8,6 @@ from workbench import project as projects
 from workbench.console import err, escape, out, warn
 from workbench.results import Result
 
-HELP = """Take in an existing repository: find its conda env files (environment.yml|yaml at
-the root, in conda/, envs/, binder/, .binder/), its requirements*.txt (pip-only envs)
-and its notebooks; assign each notebook to an env (from its kernelspec, its folder, or
-the only env there is); write workbench.toml pointing at the spec files in place, and
-add .workbench/ and runs/ to .gitignore. Nothing is copied or moved; an existing
-workbench.toml keeps its content (init only adds), and running init again changes
-nothing. Then: `workbench env create --all` and `workbench test`."""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "init",
-        parents=[common],
-        help="take in an existing repository (writes workbench.toml)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "path",
-        nargs="?",
-        type=Path,
-        metavar="PATH",
-        help="the repository (default: --project, else the current folder)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_init)
-
 
 def cmd_init(args: argparse.Namespace, _project: projects.Project | None) -> Result:
     root = args.path or getattr(args, "project", None) or Path.cwd()
@@ -49,9 +21,25 @@ def _show(result: discovery.InitPlan, dry_run: bool) -> None:
     for env in result.envs:
         state = "new" if env.new else "in the manifest"
         out.print(f"env [bold]{escape(env.name)}[/]: {escape(env.spec)} ({env.kind}, {state})")
+    for alt in result.alternatives:
+        out.print(
+            escape(
+                f"also {alt.env.spec} ({alt.env.kind}, {alt.pinned}): the same project; env "
+                f"{alt.of} comes from the file that pins more ({alt.of_pinned}); this one is "
+                f"kept commented out in {projects.MANIFEST} as [envs.{alt.env.name}]"
+            )
+        )
     for nb in result.notebooks:
         if nb.env:
             out.print(f"notebook {escape(nb.path)} → {escape(nb.env)} (by {nb.by})")
+    if result.default_env:
+        out.print(
+            escape(
+                f"notebooks whose kernel is not a project env's run in {result.default_env}: "
+                f'{projects.MANIFEST} [notebooks] "." = "{result.default_env}" says so; '
+                "change that line to pick another env"
+            )
+        )
     for skipped in result.skipped:
         warn(f"{skipped['path']} skipped: {skipped['reason']}")
     for nb in (n for n in result.notebooks if n.env is None):
@@ -75,5 +63,19 @@ def _show(result: discovery.InitPlan, dry_run: bool) -> None:
     err.print(
         f"[green]✓[/] wrote {escape(str(manifest))} ({len(result.envs)} envs, "
         f"{sum(1 for n in result.notebooks if n.env)} notebooks){added}\n"
-        "  next: workbench env create --all && workbench test"
+        f"  next: {escape(_next(result))}"
+    )
+
+
+def _next(result: discovery.InitPlan) -> str:
+    """The commands that take the repository to a green `workbench test` as it stands."""
+    unassigned = [n.path for n in result.notebooks if n.env is None]
+    if not result.envs:
+        return f"add an env under [envs] in {projects.MANIFEST} (spec = an environment.yml)"
+    create = "workbench env create --all"
+    if not unassigned:
+        return f"{create} && workbench test"
+    return (
+        f"{create} && workbench test --env {result.envs[0].name} {' '.join(unassigned)} "
+        f"(or assign those notebooks under [notebooks] in {projects.MANIFEST})"
     )

@@ -1,4 +1,4 @@
-"""`workbench kernels [--prune] [--vscode]`."""
+"""`workbench kernels list|prune|vscode`: the project's kernelspecs."""
 
 import argparse
 
@@ -11,39 +11,35 @@ from workbench.errors import CHECK_FAILED
 from workbench.results import Result
 
 
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "kernels",
-        parents=[common],
-        help="list (and prune) the project's Jupyter kernels",
-        description="List the project's kernelspecs. Stock Jupyter tools see project-scoped "
-        "kernels once JUPYTER_PATH includes .workbench/jupyter (printed below); kernels "
-        "registered with `env create --user` are seen everywhere. --vscode makes VS Code "
-        "(Remote-SSH too) list them: JUPYTER_PATH goes into the workspace env file (.env, "
-        "or the one python.envFile names) and .vscode/settings.json hides the tool's own "
-        "interpreter; keys you set are never changed. Exit 1 when a step is left to you.",
-    )
-    p.add_argument("--prune", action="store_true", help="remove kernels whose env is gone")
-    p.add_argument(
-        "--vscode",
-        action="store_true",
-        help="let VS Code's Jupyter extension list the project kernels (merges .env and "
-        ".vscode/settings.json, never overwriting your keys)",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_kernels)
+def cmd_list(_args: argparse.Namespace, project: projects.Project) -> Result:
+    return _kernels(project, prune=False, vscode_setup=False)
+
+
+def cmd_prune(_args: argparse.Namespace, project: projects.Project) -> Result:
+    return _kernels(project, prune=True, vscode_setup=False)
+
+
+def cmd_vscode(_args: argparse.Namespace, project: projects.Project) -> Result:
+    return _kernels(project, prune=False, vscode_setup=True)
 
 
 def cmd_kernels(args: argparse.Namespace, project: projects.Project) -> Result:
-    pruned = kernels.prune(project) if args.prune else []
+    """`kernels [--prune] [--vscode]`, the form `kernels list|prune|vscode` replaces."""
+    return _kernels(project, args.prune, args.vscode)
+
+
+def _kernels(project: projects.Project, prune: bool, vscode_setup: bool) -> Result:
+    """The kernels after pruning or setting up VS Code, with the JUPYTER_PATH that shows
+    them; every verb answers the same data."""
+    pruned = kernels.prune(project) if prune else []
     specs = kernels.listed(project)
-    changes = vscode.setup(project) if args.vscode else []
+    changes = vscode.setup(project) if vscode_setup else []
     data = {
         "kernels": [k.to_json() for k in specs],
         "pruned": [k.to_json() for k in pruned],
         "jupyter_path": project.jupyter_env()["JUPYTER_PATH"],
     }
-    if args.vscode:
+    if vscode_setup:
         data["vscode"] = [c.to_json() for c in changes]
     code = CHECK_FAILED if any(c.status == "manual" for c in changes) else 0
     return Result(data, lambda: _show(project, specs, pruned, changes), code)

@@ -1,4 +1,4 @@
-"""`workbench run NB` and `workbench runs [show|compare]`."""
+"""`workbench run NB` and `workbench runs list|show|compare`."""
 
 import argparse
 from pathlib import Path
@@ -12,66 +12,6 @@ from workbench.errors import WorkbenchError, excerpt
 from workbench.notebooks import execution, records
 from workbench.notebooks.records import RunRecord, RunStatus
 from workbench.results import Result
-
-RUN_HELP = """Run a notebook with papermill in its env's kernel (or --env's) and record the run.
-
-Parameters are checked against the notebook's `parameters` cell before any kernel
-starts. The output notebook and record.json (parameters, env, lock hash, git commit,
-times, status, metrics recorded with `from workbench import record`) land in
-runs/<id>/, also when the run fails, times out or is interrupted."""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "run",
-        parents=[common],
-        help="run a notebook and record the run",
-        description=RUN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("notebook", type=Path, metavar="NB")
-    p.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="set a parameter (repeatable)",
-    )
-    p.add_argument(
-        "--preset",
-        metavar="NAME",
-        help="start from a parameter set kept in the notebook (e.g. smoke, demo)",
-    )
-    p.add_argument("--env", metavar="NAME", help="run in this env's kernel instead")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this")
-    gpus.add_wait_option(p)
-    p.add_argument("--json", action="store_true", help="print the run record as JSON")
-    p.set_defaults(handler=cmd_run)
-
-    p = sub.add_parser("runs", parents=[common], help="list, show and compare recorded runs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_runs)
-    verbs = p.add_subparsers(dest="verb", metavar="VERB")
-    show = verbs.add_parser("show", parents=[common], help="one run's record")
-    show.add_argument("run_id", metavar="ID", help="a run id or its unambiguous start")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    show.set_defaults(handler=cmd_show)
-    compare = verbs.add_parser("compare", parents=[common], help="runs side by side")
-    compare.add_argument("run_ids", nargs="*", metavar="ID")
-    compare.add_argument(
-        "--sweep",
-        metavar="ID",
-        help="the runs of this sweep: a table of metrics against the swept parameters "
-        "(--plot draws --metric against the first of them)",
-    )
-    compare.add_argument(
-        "--plot", type=Path, metavar="FILE.png", help="bar chart of a metric across the runs"
-    )
-    compare.add_argument("--metric", help="the metric to plot (default: the first one shared)")
-    compare.add_argument("--json", action="store_true", help="machine-readable output")
-    compare.set_defaults(handler=cmd_compare)
 
 
 def cmd_run(args: argparse.Namespace, project: projects.Project) -> Result:

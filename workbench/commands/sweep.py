@@ -17,53 +17,6 @@ from workbench.notebooks import execution, sweep
 from workbench.notebooks.parameters import read
 from workbench.results import Result
 
-HELP = """Run a notebook once per combination of parameter values (-p NAME V1,V2,… for each
-swept parameter; --zip pairs the i-th values instead). Every run is an ordinary recorded
-run in runs/, tagged with the sweep id; a failed run does not stop the others; Ctrl-C
-interrupts the runs in hand (their records and partial notebooks are kept) and starts no
-more. Compare them with `workbench runs compare --sweep ID --plot FILE --metric M`.
-
-Locally, --jobs runs go at once, each slot keeping its kernel warm across runs (a clean
-state restored between runs); with --gpus-per-run K each slot leases K GPUs of this
-server (default --jobs: as many slots as free GPUs allow). With --cluster ADDRESS (or
-RAY_ADDRESS) each run is a Ray task on the cluster (`workbench cluster up`)."""
-
-
-def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "sweep",
-        parents=[common],
-        help="run a notebook over a parameter grid",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("notebook", type=Path, metavar="NB")
-    p.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUES"),
-        help="a swept parameter and its comma-separated values (repeatable)",
-    )
-    p.add_argument("--zip", action="store_true", help="pair values instead of every combination")
-    p.add_argument("-j", "--jobs", type=int, metavar="N", help="runs at once (locally)")
-    p.add_argument(
-        "--gpus-per-run", type=int, default=0, metavar="K", help="GPUs each run gets (default 0)"
-    )
-    p.add_argument("--preset", metavar="NAME", help="start every run from this parameter set")
-    p.add_argument("--env", metavar="NAME", help="run in this env's kernel instead")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop a run after this")
-    gpus.add_wait_option(p)
-    p.add_argument(
-        "--cluster",
-        metavar="ADDRESS",
-        help="run on this Ray cluster (default: $RAY_ADDRESS if set; else on this server)",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_sweep)
-
 
 def cmd_sweep(args: argparse.Namespace, project: projects.Project) -> Result:
     if args.jobs is not None and args.jobs < 1:

@@ -13,28 +13,34 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
 import stat
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import workbench
-from workbench.envs import backends, kernels, locks
-from workbench.envs import gpu_check as gpus
+from workbench import project as projects
+from workbench.envs import backends, gpu_check, kernels, locks, stamps
 from workbench.envs import spec as specs
 from workbench.envs.backends import Progress
 from workbench.envs.backends.uv import UvOptions
+from workbench.envs.gpu_check import GpuCheck
 from workbench.errors import WorkbenchError
 from workbench.jsonfiles import StateFile
+from workbench.manifest import MANIFEST
 from workbench.project import EnvEntry, Project
+from workbench.runtime import contract
 from workbench.subprocesses import run
 
 RECORD = "workbench-env.json"
-KEEP_BUILDS = 2  # the active build and the one before it (kernels may still run there)
+STORE_DAYS = 30  # a .pyc in the bytecode store that no env links is kept this long
+TRASH = ".trash-"  # builds being deleted: .trash-NAME-<build id>-<nonce>
 
 
 @dataclass
@@ -60,6 +66,26 @@ class EnvRecord(StateFile):
 
 
 @dataclass
+class FailedBuild(StateFile):
+    """The one-line error of an env's last failed build, kept so that what needs the env
+    later says why it is missing and which flag gets past it, not just "not built"."""
+
+    env: str
+    error: str
+    spec_hash: str
+    failed: float
+
+    @staticmethod
+    def path(project: Project, name: str) -> Path:
+        return project.state_dir / "failed-builds" / f"{name}.json"
+
+    @property
+    def flags(self) -> list[str]:
+        """The `env create` flags the error names (e.g. --nearest-python)."""
+        return list(dict.fromkeys(re.findall(r"\bpass (--[a-z][a-z-]+)", self.error)))
+
+
+@dataclass
 class CreateResult:
     env: str
     status: str  # "unchanged", "reactivated" or "built"
@@ -67,7 +93,7 @@ class CreateResult:
     prefix: Path
     kernel: kernels.KernelSpec | None
     warnings: list[str]
-    gpu_check: gpus.GpuCheck | None = None
+    gpu_check: GpuCheck | None = None
 
     def to_json(self) -> dict:
         return {
@@ -163,11 +189,18 @@ def create(
         else:
             if drifted:
                 progress(f"the env drifted from {entry.lock_path.name}: reinstalling it exactly")
-            plan = backend.plan(spec)
-            plan.gpus = entry.gpu_request
-            prefix, record = _build(
-                project, entry, spec, backend, plan, lock, bid, active, progress
-            )
+            failure_file = FailedBuild.path(project, name)
+            try:
+                plan = backend.plan(spec)
+                plan.gpus = entry.gpu_request
+                prefix, record = _build(
+                    project, entry, spec, backend, plan, lock, bid, active, progress
+                )
+            except WorkbenchError as exc:
+                failure_file.parent.mkdir(parents=True, exist_ok=True)
+                FailedBuild(name, exc.message, spec_hash, time.time()).write(failure_file)
+                raise
+            failure_file.unlink(missing_ok=True)
             status = "built"
             warnings = plan.warnings
         link_runtime(project, prefix)
@@ -176,7 +209,7 @@ def create(
         gpu = None
         if entry.gpu_request:
             python, kernel_env = kernels.python_command(kernel)  # as the kernel starts it
-            gpu = gpus.check(python, entry.gpu_request, kernel_env)
+            gpu = gpu_check.check(python, entry.gpu_request, kernel_env)
         if gpu is not None and gpu.skipped:
             warnings = [*warnings, f"{name}: {gpu.message}"]
         _remove_old_builds(project, name, keep=prefix, previous=active)
@@ -204,6 +237,62 @@ def _current(
     # rewritten every time (a small file): the manifest's GPUs may have changed, not the spec
     kernel = _register(project, entry, spec, record, active, user)
     return CreateResult(entry.name, "unchanged", record, active, kernel, list(spec.warnings))
+
+
+def stamp(project: Project, result: CreateResult, shown: Callable[[CreateResult], str]) -> None:
+    """Keep what a plain `env create` of result's env would decide on now, with its
+    unchanged result (shown: how the console shows that), for workbench.envs.stamps.
+
+    The world is observed first, then read again: the stamp is kept only when the
+    manifest, spec and lock read after observing give the active build's id, so a file
+    that changed meanwhile leaves no stamp. An env with GPUs gets none (its create checks
+    the GPUs every time), nor does a pip-only env (its python= may come from other files).
+    A stamp is only a shortcut: what keeps one from being written leaves the full path."""
+    with contextlib.suppress(WorkbenchError, OSError):
+        _stamp(project, result, shown)
+
+
+def _stamp(project: Project, result: CreateResult, shown: Callable[[CreateResult], str]) -> None:
+    name = result.env
+    stamps.remove(project.root, name)
+    entry = project.env(name)
+    seen = specs.load(entry.spec_path, name)
+    prefix = active_prefix(project, name)
+    if entry.gpu_request or seen.requirements_file or prefix is None or result.kernel is None:
+        return
+    world = stamps.observe(
+        files=[
+            project.root / MANIFEST,
+            entry.spec_path,
+            *seen.included_files,
+            entry.lock_path,
+            prefix / RECORD,
+            result.kernel.path / "kernel.json",
+            *prefix.glob("lib/python3*/site-packages/_workbench_runtime.pth"),
+        ],
+        folders=[project.root / "envs"],
+        links=[project.active_dir / name, *_runtime_links(project)],
+        variables=[contract.BACKEND.name],
+        tools=backends.CONDA_FAMILY,
+    )
+    again = projects.load(project.root)
+    spec = specs.load(entry.spec_path, name)
+    backend = backends.for_spec(spec)
+    lock = fresh_lock(entry, spec, backend.name)
+    bid = build_id(spec.content_hash(), backend.name, lock.body_hash if lock else None)
+    record = EnvRecord.of(prefix)
+    if (
+        not stamps.holds(world)  # read in between: what was observed
+        or world["links"][str(project.active_dir / name)] != str(prefix)
+        or again.name != project.name
+        or again.envs.get(name) != entry
+        or spec.included_files != seen.included_files
+        or record is None
+        or record.build_id != bid
+    ):
+        return
+    unchanged = CreateResult(name, "unchanged", record, prefix, result.kernel, list(spec.warnings))
+    stamps.write(project.root, name, world, unchanged.to_json(), shown(unchanged))
 
 
 def use_cache_dir(project: Project) -> Path | None:
@@ -249,7 +338,12 @@ def _build(
         installed_lock = backend.build(spec, plan, prefix, lock, progress)
         link_runtime(project, prefix)
         progress("compiling bytecode")
-        _compile_bytecode(backend.python(prefix), prefix, _bytecode_donors(project, active))
+        _compile_bytecode(
+            backend.python(prefix),
+            prefix,
+            _bytecode_donors(project, active),
+            bytecode_store(project),
+        )
         record = EnvRecord(
             env=entry.name,
             backend=backend.name,
@@ -271,14 +365,43 @@ def _build(
     return prefix, record
 
 
-def _compile_bytecode(python: Path, prefix: Path, donors: list[Path]) -> None:
-    """Compile bytecode (imports are ~2x slower without it), reusing the donors' .pyc."""
+def _compile_bytecode(python: Path, prefix: Path, donors: list[Path], store: Path) -> None:
+    """Compile bytecode (imports are much slower without it), reusing the .pyc of the
+    store and of the donors."""
+    _prune_store(store)
     for site in sorted(prefix.glob("lib/python3*/site-packages")):
         old_sites = [str(donor / site.relative_to(prefix)) for donor in donors]
         run(
-            [python, "-I", "-m", "workbench.runtime.bytecode", site, *old_sites],
+            [python, "-I", "-m", "workbench.runtime.bytecode", "--store", store, site, *old_sites],
             what="compiling bytecode",
         )
+
+
+def bytecode_store(project: Project) -> Path:
+    """Where every build keeps the .pyc of sources it shares with uv's cache, for the
+    next build of any project to link (see workbench.runtime.bytecode): in the shared
+    cache when the project has one, else in the user's cache folder."""
+    if project.cache_dir is not None:
+        return project.cache_dir / "bytecode"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "workbench/bytecode"
+
+
+def _prune_store(store: Path) -> None:
+    """Once a day, delete the store's .pyc that no env has linked for STORE_DAYS (their
+    sources may be gone from uv's cache for good: nothing else would remove them)."""
+    marker = store / ".pruned"
+    now = time.time()
+    with contextlib.suppress(OSError):
+        if now - marker.stat().st_mtime < 86400:
+            return
+    with contextlib.suppress(OSError):
+        store.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    for pyc in store.glob("*/*/*.pyc"):
+        with contextlib.suppress(OSError):
+            info = pyc.stat()
+            if info.st_nlink == 1 and now - info.st_ctime > STORE_DAYS * 86400:
+                pyc.unlink()
 
 
 def _bytecode_donors(project: Project, active: Path | None) -> list[Path]:
@@ -295,13 +418,19 @@ def link_runtime(project: Project, prefix: Path) -> None:
     """Let code in the env import workbench.runtime (and `from workbench import record`):
     .workbench/pylib/workbench links this package's stdlib-only __init__.py and runtime/,
     and a .pth file in the env's site-packages names .workbench/pylib."""
-    package = Path(workbench.__file__).resolve().parent
-    for name in ("__init__.py", "runtime"):
-        _symlink(project.pylib_dir / "workbench" / name, package / name)
+    for link, target in _runtime_links(project).items():
+        _symlink(link, target)
     for site in prefix.glob("lib/python3*/site-packages"):
         pth = site / "_workbench_runtime.pth"
         if not pth.is_file() or pth.read_text().strip() != str(project.pylib_dir):
             pth.write_text(f"{project.pylib_dir}\n")
+
+
+def _runtime_links(project: Project) -> dict[Path, Path]:
+    """The links of .workbench/pylib/workbench, each to what it leads to."""
+    package = Path(workbench.__file__).resolve().parent
+    names = ("__init__.py", "runtime")
+    return {project.pylib_dir / "workbench" / name: package / name for name in names}
 
 
 def _symlink(link: Path, target: Path) -> None:
@@ -366,11 +495,27 @@ def _complete_build(project: Project, name: str, bid: str) -> Path | None:
 
 
 def _remove_old_builds(project: Project, name: str, keep: Path, previous: Path | None) -> None:
-    """Delete incomplete builds and all complete ones but the active and the previous."""
+    """Delete incomplete builds and all complete ones but the active and the previous.
+
+    Each is renamed out of the way at once and deleted by a detached `rm`: an env holds
+    tens of thousands of files, and the command need not wait for them to go. Trash an
+    earlier `rm` left (killed with its terminal) goes with it."""
+    doomed = sorted(project.builds_dir.glob(f"{TRASH}{name}-*"))
     for prefix in _builds(project, name):
         if prefix in (keep, previous):
             continue
-        shutil.rmtree(prefix, ignore_errors=True)
+        trash = prefix.with_name(f"{TRASH}{prefix.name}")
+        with contextlib.suppress(OSError):
+            prefix.rename(trash)
+            doomed.append(trash)
+    if doomed:
+        subprocess.Popen(
+            ["rm", "-rf", "--", *map(str, doomed)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 @contextlib.contextmanager
@@ -470,8 +615,25 @@ def require_built(project: Project, name: str) -> Path:
     project.env(name)
     prefix = active_prefix(project, name)
     if prefix is None:
-        raise WorkbenchError(f"env '{name}' is not built; run `workbench env create {name}`")
+        raise WorkbenchError(not_built(project, name))
     return prefix
+
+
+def not_built(project: Project, name: str) -> str:
+    """Why env name has no build and the command that builds it: with the error of its
+    last failed build (while the spec is unchanged) and the flags that error names."""
+    failed = FailedBuild.read(FailedBuild.path(project, name))
+    try:
+        current = specs.load(project.env(name).spec_path, name).content_hash()
+    except WorkbenchError:
+        current = None
+    if failed is None or failed.spec_hash != current:
+        return f"env '{name}' is not built; run `workbench env create {name}`"
+    command = " ".join(["workbench env create", name, *failed.flags])
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(failed.failed))
+    return f"env '{name}' is not built: its last build ({when}) failed: {failed.error}; " + (
+        f"`{command}` gets past that" if failed.flags else f"fix that, then `{command}`"
+    )
 
 
 def python_command(project: Project, name: str) -> list[str]:
@@ -486,6 +648,7 @@ def remove(project: Project, name: str) -> list[Path]:
     project.env(name)
     removed = _builds(project, name)
     with _build_lock(project, name):
+        stamps.remove(project.root, name)
         (project.active_dir / name).unlink(missing_ok=True)
         for prefix in removed:
             shutil.rmtree(prefix, ignore_errors=True)

@@ -1,12 +1,16 @@
 """Python interpreters for uv envs: a local one that matches `python=`, else one uv
 downloads (uv-managed, kept in uv's python folder), else a one-line error that names the
 wanted version, the nearest local ones and the flag that accepts the nearest patch
-release of the same minor."""
+release of the same minor. A pip-only env has no `python=`: the version its repository
+asks for elsewhere (binder's runtime.txt, pyenv's .python-version, pyproject.toml's
+requires-python) stands in for it, under the same rules."""
 
+import contextlib
 import json
 import os
 import re
 import sys
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from workbench.errors import WorkbenchError
+from workbench.jsonfiles import write_atomic
 from workbench.subprocesses import last_lines, run
 
 EXECUTABLE = re.compile(r"^python3(\.\d+)?$")
@@ -25,8 +30,80 @@ PROBE = (
 NEAREST_FLAG = "--nearest-python"
 # Which bound of a requirement names the release it wants: ==3.8.5 before >=3.8 before <3.9.
 OPERATOR_RANK = {"==": 0, "===": 0, "~=": 1, ">=": 1, ">": 2, "<=": 3, "<": 3, "!=": 4}
-# A download of a managed Python is ~30 MB; an unreachable host fails in seconds.
+# A managed Python is a large download on a slow link; an unreachable host fails in seconds.
 DOWNLOAD_TIMEOUT = 600
+# What each interpreter answered when probed, under XDG_CACHE_HOME (see discover).
+PROBES = "workbench/interpreters.json"
+
+
+# binder's and Heroku's runtime.txt: `python-3.7.17` (or `python-3.7`).
+RUNTIME_TXT = re.compile(r"^\s*python-(\d+\.\d+(?:\.\d+)?)\s*$")
+# pyenv's .python-version: a version, not a virtualenv or another implementation's name.
+PYENV_VERSION = re.compile(r"^\s*(\d+\.\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class PythonRequest:
+    """The Python a repository asks for outside its requirements file, as a conda match
+    spec (python=3.7.17, python>=3.8) with the file and line that ask for it."""
+
+    text: str
+    source: Path
+    line: int
+
+
+def requested(folder: Path, root: Path) -> PythonRequest | None:
+    """The Python asked for beside a requirements file (folder), else at the repository
+    root: runtime.txt, else .python-version, else pyproject.toml's requires-python."""
+    for where in dict.fromkeys((folder, root)):
+        for name, read in (
+            ("runtime.txt", _runtime_txt),
+            (".python-version", _python_version),
+            ("pyproject.toml", _requires_python),
+        ):
+            path = where / name
+            found = read(path) if path.is_file() else None
+            if found is not None:
+                return PythonRequest(found[0], path, found[1])
+    return None
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[:100]
+    except OSError:
+        return []
+
+
+def _runtime_txt(path: Path) -> tuple[str, int] | None:
+    """binder (repo2docker) builds the newest patch of runtime.txt's major.minor: a repository
+    that says python-3.7.17 runs on any 3.7 there, so it asks for python=3.7 here too."""
+    for number, line in enumerate(_lines(path), 1):
+        match = RUNTIME_TXT.match(line)
+        if match:
+            return f"python={'.'.join(match[1].split('.')[:2])}", number
+    return None
+
+
+def _python_version(path: Path) -> tuple[str, int] | None:
+    for number, line in enumerate(_lines(path), 1):
+        match = PYENV_VERSION.match(line)
+        if match:
+            return f"python={match[1]}", number
+    return None
+
+
+def _requires_python(path: Path) -> tuple[str, int] | None:
+    try:
+        wanted = tomllib.loads(path.read_text())["project"]["requires-python"]
+        SpecifierSet(wanted)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    number = next(
+        (n for n, line in enumerate(_lines(path), 1) if line.strip().startswith("requires-python")),
+        1,
+    )
+    return f"python{wanted.replace(' ', '')}", number
 
 
 @dataclass(frozen=True)
@@ -75,10 +152,50 @@ def _probe(path: Path) -> Interpreter | None:
     return Interpreter(Version(version), Path(executable))
 
 
+def probes_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / PROBES
+
+
+def _stamp(path: Path) -> str | None:
+    """The real file path runs, with its inode, size and mtime: a different binary (an
+    upgrade, a reinstall) has another stamp."""
+    try:
+        real = path.resolve()
+        info = real.stat()
+    except OSError:
+        return None
+    return f"{real}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
 def discover() -> list[Interpreter]:
-    """Every working interpreter, one entry per real executable, in discovery order."""
+    """Every working interpreter, one entry per real executable, in discovery order.
+
+    Starting a dozen Pythons costs more than the rest of a warm rebuild's own work, so
+    what a binary answered is kept (in the user's cache folder) by its stamp and asked
+    again only when the binary changes."""
+    try:
+        known = json.loads(probes_file().read_text())
+    except (OSError, ValueError):
+        known = {}
+    answers: dict[str, list[str]] = {}
+
+    def probe(path: Path) -> Interpreter | None:
+        stamp = _stamp(path)
+        version, executable = known.get(f"{path} {stamp}", (None, None))
+        if stamp and version:
+            answers[f"{path} {stamp}"] = [version, executable]
+            return Interpreter(Version(version), Path(executable))
+        interp = _probe(path)
+        if stamp and interp and interp.path.resolve() == path.resolve():
+            answers[f"{path} {stamp}"] = [str(interp.version), str(interp.path)]
+        return interp
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        probed = [i for i in pool.map(_probe, candidates()) if i is not None]
+        probed = [i for i in pool.map(probe, candidates()) if i is not None]
+    if answers != known:
+        with contextlib.suppress(OSError):
+            probes_file().parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(probes_file(), json.dumps(answers, indent=1))
     unique: dict[Path, Interpreter] = {}
     for interp in probed:
         unique.setdefault(interp.path.resolve(), interp)
@@ -116,16 +233,24 @@ def nearest(found: list[Interpreter], requirement: SpecifierSet) -> list[Interpr
 
 
 def select(
-    requirement: SpecifierSet | None, label: str, *, accept_nearest: bool = False
+    requirement: SpecifierSet | None,
+    label: str,
+    *,
+    accept_nearest: bool = False,
+    prefer_running: bool = False,
 ) -> Interpreter:
     """The newest local interpreter satisfying requirement (ties: first discovered), else
     one uv downloads, else (with accept_nearest) the nearest patch release of the same
-    minor. With no requirement, the interpreter running workbench."""
+    minor. With no requirement, or with prefer_running when it satisfies requirement, the
+    interpreter running workbench."""
     found = discover()
+    own = Path(sys.executable).resolve()
+    running = next((i for i in found if i.path.resolve() == own), found[0])
     if requirement is None:
-        own = Path(sys.executable).resolve()
-        return next((i for i in found if i.path.resolve() == own), found[0])
+        return running
     matching = [i for i in found if requirement.contains(i.version, prereleases=True)]
+    if prefer_running and running in matching:
+        return running
     if matching:
         best = max(i.version for i in matching)
         return next(i for i in matching if i.version == best)

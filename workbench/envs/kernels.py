@@ -20,9 +20,14 @@ from pathlib import Path
 from workbench.gpus import assign
 from workbench.jsonfiles import write_atomic
 from workbench.project import Project
+from workbench.runtime import contract
 
 PREFIX = "wb-"
 LAUNCHER_ARGS = ("-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}")
+# Given to the kernels workbench starts itself (run, test, sweep): without it ipykernel
+# warns on every start that its TCP sockets are unencrypted, which says nothing to a user
+# whose kernels listen on 127.0.0.1 only and are signed with a per-kernel key.
+QUIET_KERNEL_ARGS = ("--IPKernelApp.log_level=ERROR",)
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ def register(
     folder.mkdir(parents=True, exist_ok=True)
     minor = ".".join(python_version.split(".")[:2])
     display = f"Python {minor} ({env}, {project.name})" if user else f"Python {minor} ({env})"
-    kernel_env = {**variables, "WORKBENCH_ENV": env, "WORKBENCH_PROJECT": str(project.root)}
+    kernel_env = {**variables, contract.ENV.name: env, contract.PROJECT.name: str(project.root)}
     argv = kernel_argv(launcher or [str(python)])
     spec = {
         "argv": argv,

@@ -25,9 +25,12 @@ from packaging.utils import canonicalize_name
 
 from workbench.envs import builds, condamap, locks
 from workbench.envs import spec as specs
+from workbench.envs.platforms import platform_of
+from workbench.envs.requirements import PipLine
 from workbench.errors import WorkbenchError, excerpt
 from workbench.jsonfiles import write_atomic
-from workbench.project import ENV_NAME, Project
+from workbench.manifest import ENV_NAME
+from workbench.project import Project
 from workbench.subprocesses import run
 
 # Where conda installers put named envs, for `--from NAME` when no conda is on PATH.
@@ -167,7 +170,7 @@ def _pin_conda(dep: specs.CondaDep, lock: locks.Lock, locked: dict[str, str]) ->
     return f"{channel}{dep.name}={version.split('+')[0]}"
 
 
-def _pin_pip(line: specs.PipLine, lock: locks.Lock, locked: dict[str, str]) -> str | None:
+def _pin_pip(line: PipLine, lock: locks.Lock, locked: dict[str, str]) -> str | None:
     """A pip line pinned to the lock: `name==VERSION`, or `name @ URL@COMMIT` for a VCS
     requirement; None for what is kept as written (options, paths) or not locked."""
     if line.kind == "url":
@@ -261,7 +264,7 @@ def _from_export_file(path: Path, name: str, target: Path) -> tuple[dict, Import
     dropped: list[dict[str, str]] = []
     for dep in spec.conda:
         reason = None
-        if spec.exported_on and specs.platform_of(dep.name) == spec.exported_on:
+        if spec.exported_on and platform_of(dep.name) == spec.exported_on:
             reason = f"{spec.exported_on}-only package"
         elif dep.name in condamap.RUNTIME and dep.build:
             reason = condamap.RUNTIME[dep.name]
@@ -272,7 +275,7 @@ def _from_export_file(path: Path, name: str, target: Path) -> tuple[dict, Import
     pip = []
     for line in spec.pip:
         requirement = _requirement_name(line)
-        if spec.exported_on and specs.platform_of(requirement or "") == spec.exported_on:
+        if spec.exported_on and platform_of(requirement or "") == spec.exported_on:
             dropped.append({"spec": line.text.strip(), "reason": f"{spec.exported_on}-only"})
         else:
             pip.append(line.text.strip())
@@ -280,7 +283,7 @@ def _from_export_file(path: Path, name: str, target: Path) -> tuple[dict, Import
     return _document(name, list(spec.channels), conda, pip, spec.variables), result
 
 
-def _requirement_name(line: specs.PipLine) -> str | None:
+def _requirement_name(line: PipLine) -> str | None:
     try:
         return canonicalize_name(Requirement(line.value).name)
     except InvalidRequirement:

@@ -4,7 +4,7 @@ VS Code's Jupyter extension looks for kernelspecs in the `kernels/` folder of ev
 JUPYTER_PATH entry, reading JUPYTER_PATH from the workspace's env file (the Python
 extension's `python.envFile`, by default `${workspaceFolder}/.env`) over its own environment,
 and in the user's Jupyter data dir (where `env create --user` registers kernels). So
-`workbench kernels --vscode` puts the project's Jupyter dir on JUPYTER_PATH in that env
+`workbench kernels vscode` puts the project's Jupyter dir on JUPYTER_PATH in that env
 file, and in .vscode/settings.json hides the tool's own interpreter from the kernel picker
 and keeps the file watcher off .workbench/ (env prefixes hold tens of thousands of files).
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from workbench.gpus import inventory, leases
 from workbench.gpus.leases import Holder, Lease
+from workbench.runtime import contract
 
-ASSIGNED = "WORKBENCH_GPUS_ASSIGNED"  # set by a Ray task or a sweep slot for what it starts
-WAIT = "WORKBENCH_GPU_WAIT"  # seconds (or "inf") a kernel start may wait for a free GPU
 PROVISIONER = "workbench-gpus"  # the entry point of workbench.gpus.provisioner
 
 
@@ -39,7 +38,7 @@ class Assignment:
         return {
             "CUDA_VISIBLE_DEVICES": ",".join(self.devices),
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            ASSIGNED: ",".join(self.devices),
+            contract.GPUS_ASSIGNED.name: ",".join(self.devices),
         }
 
     def release(self) -> None:
@@ -51,10 +50,9 @@ class Assignment:
 def wait_from(environ: Mapping[str, str]) -> float | None:
     """WORKBENCH_GPU_WAIT as seconds, or None (fail at once) when unset or unreadable."""
     try:
-        value = float(environ.get(WAIT, ""))
+        return contract.GPU_WAIT.get(environ)
     except ValueError:
         return None
-    return value if value > 0 else None
 
 
 def assign(
@@ -66,9 +64,9 @@ def assign(
     on_wait: Callable[[str], None] = lambda _message: None,
 ) -> Assignment:
     """The GPUs for holder; raises leases.NoFreeGpu when a count cannot be met."""
-    given = environ.get(ASSIGNED)
+    given = contract.GPUS_ASSIGNED.get(environ)
     if given is not None:
-        return Assignment([d for d in given.split(",") if d.strip()], "assigned")
+        return Assignment(given, "assigned")
     if not pin and not count:
         return Assignment(None, "none")
     found = inventory.read()

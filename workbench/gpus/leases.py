@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench import processes
 from workbench.errors import CHECK_FAILED, WorkbenchError
 from workbench.gpus.inventory import Inventory
 from workbench.jsonfiles import StateFile
+from workbench.runtime import contract
 
-DIR_VARIABLE = "WORKBENCH_LEASE_DIR"
-DEFAULT_DIR = Path("/var/tmp/workbench-gpu-leases")
 LOCK_NAME = ".lock"
 MAX_LEASE_BYTES = 64 * 1024
 POLL_S = 1.0
@@ -96,30 +96,17 @@ def user_name() -> str:
         return str(os.getuid())
 
 
-def start_time(pid: int) -> int | None:
-    """When pid started (clock ticks after boot), from /proc; None if it is gone or a
-    zombie (dead, not yet reaped by its parent)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return None if fields[0] in ("Z", "X") else int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def alive(lease: Lease) -> bool:
     """Whether the lease's holder still runs (leases of other hosts count as alive)."""
     if lease.host != socket.gethostname():
         return True
-    started = start_time(lease.pid)
-    if started is None:
-        return False
-    return lease.pid_start is None or started == lease.pid_start
+    return processes.alive(lease.pid, lease.pid_start)
 
 
 def folder() -> Path:
     """The lease folder, created shared (1777) on first use and checked to be a real,
     writable folder (not a link someone planted)."""
-    path = Path(os.environ.get(DIR_VARIABLE) or DEFAULT_DIR)
+    path = contract.LEASE_DIR.get()
     try:
         path.mkdir(parents=True)
         path.chmod(0o1777)
@@ -128,13 +115,13 @@ def folder() -> Path:
     except OSError as exc:
         raise WorkbenchError(
             f"cannot create the GPU lease folder {path}: {exc.strerror}; "
-            f"set {DIR_VARIABLE} to a folder every user of this machine can write"
+            f"set {contract.LEASE_DIR.name} to a folder every user of this machine can write"
         ) from None
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or not os.access(path, os.W_OK | os.X_OK):
         raise WorkbenchError(
             f"the GPU lease folder {path} is not a folder this user can write; ask its owner "
-            f"to `chmod 1777 {path}`, or set {DIR_VARIABLE}"
+            f"to `chmod 1777 {path}`, or set {contract.LEASE_DIR.name}"
         )
     return path
 
@@ -199,7 +186,7 @@ def _new(holder: Holder, gpus: list[int], inventory: Inventory, exclusive: bool)
         user=user_name(),
         host=socket.gethostname(),
         pid=holder.pid,
-        pid_start=start_time(holder.pid),
+        pid_start=processes.start_time(holder.pid),
         since=time.time(),
         kernel_id=holder.kernel_id,
         launcher_pid=holder.launcher_pid,
@@ -221,7 +208,7 @@ def _shortage(count: int, holder: Holder, inventory: Inventory, taken: dict) -> 
     )
     return (
         f"no free GPU for {who} (needs {count}, {total - len(taken)} of {total} free): "
-        f"{holders}; wait for one with --wait, or see `workbench gpus`"
+        f"{holders}; wait for one with --wait, or see `workbench gpus list`"
     )
 
 
@@ -272,7 +259,7 @@ def hand_over(lease: Lease, pid: int) -> None:
     """The lease now lives as long as pid (a kernel, a supervisor), not its starter."""
     base = folder()
     with _locked(base):
-        lease.pid, lease.pid_start = pid, start_time(pid)
+        lease.pid, lease.pid_start = pid, processes.start_time(pid)
         _save(base, lease)
 
 

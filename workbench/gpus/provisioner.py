@@ -20,8 +20,7 @@ from traitlets import Integer, List, Unicode
 
 from workbench.gpus import assign
 from workbench.gpus.leases import Holder, hand_over
-
-HOLDER = "WORKBENCH_LEASE_FOR"  # "KIND NAME": who the kernel works for (a run, a test)
+from workbench.runtime import contract
 
 
 class GpuProvisioner(LocalProvisioner):
@@ -33,13 +32,13 @@ class GpuProvisioner(LocalProvisioner):
     assignment: assign.Assignment | None = None
 
     def _holder(self, env: dict[str, str]) -> Holder:
-        kind, _, name = env.get(HOLDER, "").partition(" ")
+        kind, _, name = (contract.LEASE_FOR.get(env) or "").partition(" ")
         kernel = getattr(self.parent, "kernel_name", "") or "kernel"
         session = env.get("JPY_SESSION_NAME")  # the notebook, for kernels Jupyter Server starts
         return Holder(
             kind=kind or "kernel",
             name=name or (f"{kernel} ({os.path.basename(session)})" if session else kernel),
-            project=env.get("WORKBENCH_PROJECT"),
+            project=contract.PROJECT.raw(env),
             kernel_id=self.kernel_id,
             launcher_pid=os.getpid(),
         )

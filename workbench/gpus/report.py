@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench import processes
 from workbench.gpus import inventory, leases
 from workbench.gpus.inventory import Gpu, GpuProcess
 from workbench.gpus.leases import Lease
@@ -57,20 +58,13 @@ class Report:
         }
 
 
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _under(pid: int, holders: set[int]) -> bool:
     """Whether pid is a holder or runs below one (a DataLoader worker of a kernel)."""
     seen = 0
     while pid and pid > 1 and seen < 64:
         if pid in holders:
             return True
-        pid, seen = _parent(pid) or 0, seen + 1
+        pid, seen = processes.parent(pid) or 0, seen + 1
     return False
 
 

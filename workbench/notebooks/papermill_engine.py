@@ -73,7 +73,10 @@ class WorkbenchEngine(NBClientEngine):
             recorded_run.nb = manager.nb
         manager.notebook_start()
         try:
-            cls.execute_managed_notebook(manager, kernel_name, log_output=log_output, **kwargs)
+            extra = [*kernels.QUIET_KERNEL_ARGS, *kwargs.pop("extra_arguments", [])]
+            cls.execute_managed_notebook(
+                manager, kernel_name, log_output=log_output, extra_arguments=extra, **kwargs
+            )
         finally:
             manager.cleanup_pbar()
             manager.notebook_complete()

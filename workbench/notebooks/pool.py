@@ -280,7 +280,7 @@ class WarmKernel:
     as long as the kernel lives, unless the slot was given GPUs).
 
     Runs talk to it through one client that stays connected (a new client must wait for
-    its IOPub subscription, ~0.1 s a run); the slot's own hidden calls (snapshot, chdir,
+    its IOPub subscription, on every run); the slot's own hidden calls (snapshot, chdir,
     restore) go through a second one with a session of its own, as clients sharing a
     session share a socket identity and the kernel answers only one of them."""
 
@@ -290,6 +290,7 @@ class WarmKernel:
         from jupyter_client.session import Session
         from jupyter_core.utils import run_sync
 
+        from workbench.envs import kernels
         from workbench.gpus import assign
         from workbench.gpus.leases import Holder
 
@@ -336,9 +337,10 @@ class WarmKernel:
         self.kc = None
         try:
             # History in memory: restoring starts a new history session after every run,
-            # which on disk costs a database write (~30 ms) and fills the user's history.
+            # which on disk costs a database write and fills the user's history.
             run_sync(self.km.start_kernel)(
-                cwd=str(project.root), extra_arguments=["--HistoryManager.hist_file=:memory:"]
+                cwd=str(project.root),
+                extra_arguments=["--HistoryManager.hist_file=:memory:", *kernels.QUIET_KERNEL_ARGS],
             )
             session = Session(
                 key=self.km.session.key, signature_scheme=self.km.session.signature_scheme
@@ -465,7 +467,7 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt_once)
-    sys.modules.setdefault("rfc3987_syntax", None)  # as in workbench.cli: 2 s of nothing
+    sys.modules.setdefault("rfc3987_syntax", None)  # as in workbench.cli: a slow import
 
     def answer(message: dict) -> None:
         answers.write(json.dumps(message, default=str) + "\n")

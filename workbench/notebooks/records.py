@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, excerpt
 from workbench.jsonfiles import StateFile
 from workbench.project import Project
 from workbench.runtime.record import METRIC_MIME
@@ -83,9 +83,21 @@ class RunRecord(StateFile):
                 f"{b['metric']} = {b['value']} (expected {b['bound']})" for b in failed
             )
         error = self.error or {}
-        where = f"cell {error['cell']}" if "cell" in error else "run"
-        line = f" ({error['line']})" if error.get("line") else ""
-        return f"{self.status} at {where}{line}: {error.get('ename')}: {error.get('evalue')}"
+        return f"{self.status} at {_cell_name(error)}: {error.get('ename')}: {error.get('evalue')}"
+
+
+def _cell_name(error: dict) -> str:
+    """The failing cell as Jupyter shows it (`Cell In[4], line 2`) and the first line of
+    its source; user text is quoted, never put in parentheses it may leave open."""
+    if "cell" not in error:
+        return "run"
+    count = error.get("execution_count")
+    name = f"Cell In[{count}]" if isinstance(count, int) else f"cell {error['cell']}"
+    line = re.match(r"line (\d+)", error.get("line") or "")
+    first = (error.get("first_line") or "").strip()
+    return (
+        name + (f", line {line[1]}" if line else "") + (f' "{excerpt(first, 60)}"' if first else "")
+    )
 
 
 def is_secret(name: str) -> bool:
@@ -227,12 +239,15 @@ def error_of(nb: dict) -> dict | None:
         for output in cell.get("outputs", []) or []:
             if output.get("output_type") == "error":
                 traceback = [ANSI.sub("", line) for line in output.get("traceback", [])]
+                source = cell.get("source", "")
+                source = "".join(source) if isinstance(source, list) else str(source)
                 return {
                     "cell": index + 1 - injected,  # 1-based, as in the notebook the user wrote
                     "execution_count": cell.get("execution_count"),
                     "ename": output.get("ename"),
                     "evalue": output.get("evalue"),
-                    "line": _failing_line(traceback, cell.get("source", "")),
+                    "line": _failing_line(traceback, source),
+                    "first_line": next((s for s in source.splitlines() if s.strip()), ""),
                     "traceback": "\n".join(traceback),
                 }
     return None
@@ -266,5 +281,7 @@ def find(project: Project, run_id: str) -> RunRecord:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise WorkbenchError(f"no run '{run_id}' under {project.runs_dir} (see `workbench runs`)")
+        raise WorkbenchError(
+            f"no run '{run_id}' under {project.runs_dir} (see `workbench runs list`)"
+        )
     raise WorkbenchError(f"run id '{run_id}' is ambiguous: {', '.join(r.id for r in matches[:5])}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.discovery import notebook_files
+from workbench.envs import builds, kernels
 from workbench.errors import WorkbenchError
 from workbench.notebooks.parameters import PRESET_KEY, presets, read
 from workbench.notebooks.pool import Pool, PoolRun
@@ -48,19 +49,76 @@ def discover(project: Project, given: list[Path]) -> list[Path]:
     found = sorted({nb.resolve() for root in roots for nb in notebook_files(root)})
     if not found:
         where = ", ".join(display_path(r, project.root) for r in roots)
-        raise WorkbenchError(f"no notebooks under {where}")
+        elsewhere = [] if project.notebooks else notebook_files(project.root)
+        hint = (
+            f"; {len(elsewhere)} elsewhere in the project: `workbench init` assigns them "
+            "under [notebooks]"
+            if elsewhere
+            else ""
+        )
+        raise WorkbenchError(f"no notebooks under {where}{hint}")
     return found
 
 
+def check_envs(project: Project, paths: list[Path], env: str | None) -> None:
+    """Refuse, before any kernel starts, notebooks with no env to run in and envs that
+    are not built, once for all of them, naming the command that gets past it."""
+    if env is not None:
+        project.env(env)
+    unassigned: list[Path] = []
+    needed: set[str] = set()
+    for path in paths:
+        name = env or _env_of(project, path)
+        if name is None:
+            unassigned.append(path)
+        else:
+            needed.add(name)
+    if unassigned:
+        names = " ".join(display_path(p, project.root) for p in unassigned)
+        known = sorted(project.envs)
+        how = (
+            f"run them in one env with `workbench test --env {known[0]} {names}`, or "
+            if known
+            else ""
+        )
+        raise WorkbenchError(
+            f"{names}: no env to run in (no kernel named, or not a project env's); "
+            f"{how}assign them under [notebooks] in workbench.toml "
+            f"(envs: {', '.join(known) or 'none'})"
+        )
+    missing = [
+        builds.not_built(project, name)
+        for name in sorted(needed)
+        if builds.active_prefix(project, name) is None
+    ]
+    if missing:
+        raise WorkbenchError("; ".join(missing))
+
+
+def _env_of(project: Project, path: Path) -> str | None:
+    """The env a notebook runs in as `workbench run` picks it: its kernel's, when that is
+    a project kernel, else what [notebooks] assigns."""
+    kernel = (read(path).get("metadata", {}).get("kernelspec") or {}).get("name")
+    env = kernels.env_of(project, kernel) if isinstance(kernel, str) else None
+    return env or project.notebook_env(path)
+
+
 def run_one(
-    project: Project, notebook: Path, timeout: float, pool: Pool | None = None
+    project: Project,
+    notebook: Path,
+    timeout: float,
+    pool: Pool | None = None,
+    env: str | None = None,
 ) -> NotebookResult:
-    """Smoke-run one notebook in a slot of pool (a one-slot pool of its own if None)."""
+    """Smoke-run one notebook in a slot of pool (a one-slot pool of its own if None), in
+    env when given, else in the env its kernel or [notebooks] names."""
     if pool is None:
         with Pool(project, [{}], "test") as own:
-            return run_one(project, notebook, timeout, own)
+            return run_one(project, notebook, timeout, own, env)
     preset = SMOKE if SMOKE in presets(read(notebook)) else None
-    result = pool.run(PoolRun(notebook, {}, preset, timeout=timeout), hard_limit=timeout + 120)
+    result = pool.run(
+        PoolRun(notebook, {}, preset, env=env, timeout=timeout), hard_limit=timeout + 120
+    )
     record = result.record
     if record is None:
         reason = result.error or "no run record"
@@ -101,7 +159,12 @@ def ordered(paths: list[Path]) -> list[Path]:
 
 
 def run_all(
-    project: Project, paths: list[Path], jobs: int, timeout: float, on_result=lambda _r: None
+    project: Project,
+    paths: list[Path],
+    jobs: int,
+    timeout: float,
+    on_result=lambda _r: None,
+    env: str | None = None,
 ) -> list[NotebookResult]:
     """Run the notebooks, jobs at a time, each after the notebooks it needs.
 
@@ -122,7 +185,7 @@ def run_all(
                 path, False, 0.0, f"skipped: needs {', '.join(failed)}, which failed", "", None
             )
         else:
-            result = run_one(project, path, timeout, pool)
+            result = run_one(project, path, timeout, pool, env)
         results[path] = result
         finished[path].set()
         on_result(result)

@@ -44,7 +44,7 @@ import threading
 import time
 from pathlib import Path
 
-from workbench.runtime import EXIT_USAGE, appload, httpserver, logs
+from workbench.runtime import EXIT_USAGE, appload, contract, httpserver, logs
 from workbench.runtime.hostguard import HostGuard, allowed_hosts
 from workbench.runtime.instrument import instrument
 from workbench.runtime.stats import Stats, stats
@@ -119,6 +119,7 @@ class Runner:
             hosts=allowed_hosts(self.args.host),
             ready=lambda: self.status == "ok",
             status=lambda: {"status": self.status, "app": self.name},
+            proxied=True,  # Lab's /workbench/proxy/NAME/ (X-Forwarded-Prefix)
         )
 
     def _update_queue_depth(self) -> None:
@@ -182,15 +183,6 @@ class Runner:
                 log.exception("app shutdown() failed")
 
 
-def _parse_auth(raw: str | None) -> tuple[str, str] | None:
-    if not raw:
-        return None
-    user, sep, password = raw.partition(":")
-    if not sep or not user or not password:
-        raise ValueError('WORKBENCH_APP_AUTH must look like "user:password"')
-    return user, password
-
-
 def _private_environment(name: str, root: Path, state: Path, app_file: Path) -> None:
     """Before gradio is imported: no analytics, no share links, a private temp dir, offline
     hub, and the project and the app's folder importable."""
@@ -203,8 +195,8 @@ def _private_environment(name: str, root: Path, state: Path, app_file: Path) -> 
     os.environ["GRADIO_SHARE"] = "False"
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("WORKBENCH_PROJECT", str(root))
-    os.environ["WORKBENCH_APP_NAME"] = name
+    os.environ.setdefault(contract.PROJECT.name, str(root))
+    os.environ[contract.APP_NAME.name] = name
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     sys.path.insert(0, str(app_file.parent))
@@ -237,8 +229,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860, help="0 picks a free port")
     parser.add_argument("--root", default=None, help="project root (default: cwd)")
-    parser.add_argument("--state-dir", default=None, help="default ROOT/.workbench/apps/NAME")
-    parser.add_argument("--log-level", default=os.environ.get("WORKBENCH_LOG_LEVEL", "INFO"))
+    parser.add_argument("--state-dir", default=None, help="default ROOT/.workbench/services/NAME")
+    level = contract.LOG_LEVEL
+    parser.add_argument("--log-level", default=level.unparsed(), type=contract.log_level)
     parser.add_argument(
         "--standby",
         action="store_true",
@@ -251,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = _arguments(argv)
     root = Path(args.root or os.getcwd()).resolve()
-    state = Path(args.state_dir or root / ".workbench" / "apps" / args.name).resolve()
+    state = Path(args.state_dir or root / ".workbench" / "services" / args.name).resolve()
     app_file = Path(args.app)
     if not app_file.is_absolute():
         app_file = (root / app_file) if (root / app_file).exists() else app_file.resolve()
@@ -260,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.fail(args.name, f"app file not found: {app_file}")
         return EXIT_USAGE
     try:
-        auth = _parse_auth(os.environ.pop("WORKBENCH_APP_AUTH", None))
+        login = contract.APP_AUTH.pop()  # USER:PASSWORD, checked
     except ValueError as exc:
         logs.fail(args.name, str(exc))
         return EXIT_USAGE
@@ -278,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.fail(args.name, f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_USAGE
     args.port = sock.getsockname()[1]
+    auth = tuple(login.split(":", 1)) if login else None
     runner = Runner(args, auth, started)
     if allowed_hosts(args.host) is None and not auth:
         log.warning(f"listening on {args.host} without auth: anyone who can reach it can use it")

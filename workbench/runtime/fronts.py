@@ -8,11 +8,12 @@ wait until the engine is healthy.
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from workbench.runtime import apikeys, contract
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,15 @@ class Engine:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
+    @property
+    def root(self) -> str:
+        """The engine's URL without /v1: where /healthz, /predict and /v2 are."""
+        return self.url.rsplit("/v1", 1)[0]
+
     def wait_healthy(self) -> None:
         """Block until the engine's /healthz answers 200 (it may still load its model);
         RuntimeError naming the URL after wait_s seconds."""
-        health = self.url.rsplit("/v1", 1)[0] + "/healthz"
+        health = self.root + "/healthz"
         deadline = time.monotonic() + self.wait_s
         while True:
             try:
@@ -47,10 +53,10 @@ def engine(default_url: str, default_model: str) -> Engine:
     """The engine this app fronts: WORKBENCH_ENGINE_URL, WORKBENCH_ENGINE_MODEL,
     WORKBENCH_ENGINE_KEY (else the first of WORKBENCH_API_KEYS: the keys the engine checks,
     where both run side by side, as in an image) and WORKBENCH_ENGINE_WAIT_S (120)."""
-    keys = os.environ.get("WORKBENCH_API_KEYS", "").replace(",", " ").split()
+    keys = apikeys.read(None)
     return Engine(
-        url=os.environ.get("WORKBENCH_ENGINE_URL", default_url).rstrip("/"),
-        model=os.environ.get("WORKBENCH_ENGINE_MODEL", default_model),
-        key=os.environ.get("WORKBENCH_ENGINE_KEY") or (keys[0] if keys else None),
-        wait_s=float(os.environ.get("WORKBENCH_ENGINE_WAIT_S", "120")),
+        url=(contract.ENGINE_URL.get() or default_url).rstrip("/"),
+        model=contract.ENGINE_MODEL.get() or default_model,
+        key=contract.ENGINE_KEY.get() or (keys[0] if keys else None),
+        wait_s=contract.ENGINE_WAIT_S.get(),
     )

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 
-from workbench.runtime import LOOPBACK_HOSTS
+from workbench.runtime import LOOPBACK_HOSTS, contract
 
 access = logging.getLogger("workbench.access")
 
@@ -21,8 +20,8 @@ def allowed_hosts(bind_host: str) -> frozenset[str] | None:
     where auth protects the server instead."""
     if bind_host not in LOOPBACK_HOSTS:
         return None
-    extra = os.environ.get("WORKBENCH_ALLOWED_HOSTS", "").lower().split(",")
-    return (LOOPBACK_HOSTS - {"::1"}) | {h.strip() for h in extra if h.strip()}
+    extra = contract.ALLOWED_HOSTS.get() or []
+    return (LOOPBACK_HOSTS - {"::1"}) | {h.lower() for h in extra}
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -49,9 +48,10 @@ class HostGuard:
         hosts: frozenset[str] | None,
         ready: Callable[[], bool],
         status: Callable[[], dict],
+        proxied: bool = False,
     ) -> None:
         self.app, self.port, self.hosts = app, port, hosts
-        self.ready, self.status = ready, status
+        self.ready, self.status, self.proxied = ready, status, proxied
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -60,6 +60,8 @@ class HostGuard:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             return await _respond(send, 400, b"Invalid host header", b"text/plain")
+        if self.proxied:
+            scope = behind_prefix(scope)
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
@@ -107,6 +109,27 @@ class HostGuard:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 }
                 access.log(level, f"{scope['method']} {path} {status}", extra={"fields": fields})
+
+
+def behind_prefix(scope: dict) -> dict:
+    """A request that Lab's proxy forwarded (X-Forwarded-Prefix: /workbench/proxy/NAME, the
+    public host in X-Forwarded-Host) as if the app were mounted at that prefix: root_path is
+    the prefix, path carries it, Host is the public one. Then the URLs Gradio writes into its
+    page, queue and SSE stream lead back through the proxy; without the header (the plain
+    port) nothing changes. Called after the Host check, which saw the proxy's own Host."""
+    headers = scope.get("headers") or []
+    found = {k: v for k, v in headers if k in (b"x-forwarded-prefix", b"x-forwarded-host")}
+    prefix = found.get(b"x-forwarded-prefix", b"").decode("latin-1").rstrip("/")
+    if not prefix.startswith("/") or scope.get("path", "").startswith(prefix + "/"):
+        return scope
+    kept = [(k, v) for k, v in headers if k not in found and k != b"host"]
+    host = found.get(b"x-forwarded-host") or next((v for k, v in headers if k == b"host"), b"")
+    path = prefix + scope.get("path", "")
+    raw = prefix.encode("latin-1") + scope.get("raw_path", b"") if "raw_path" in scope else None
+    moved = dict(scope, root_path=prefix, path=path, headers=[*kept, (b"host", host)])
+    if raw is not None:
+        moved["raw_path"] = raw
+    return moved
 
 
 async def _respond(send: Callable, status: int, body: bytes, content_type: bytes) -> None:

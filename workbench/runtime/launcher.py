@@ -6,11 +6,12 @@
     python -m workbench.runtime.launcher --services ... --check   # the HEALTHCHECK
 
 The services file is {"version": 1, "services": [SERVICE, ...]}, one SERVICE per process
-(the app today; the engine it fronts too):
+(the app, and the engine it fronts), each a workbench.serving.launch.Launch as the tool
+describes every service it starts (keys the launcher does not use are ignored):
 
     {"name": "chat", "argv": ["/opt/venv/bin/python", "-m", "...", "--port", "{port}"],
-     "env": {"WORKBENCH_MODEL": "/models/tiny-gpt"}, "port": 7860, "health": "/healthz",
-     "public_needs": ["WORKBENCH_APP_AUTH"]}
+     "env": {"WORKBENCH_MODEL": "/models/tiny-gpt"}, "cwd": "/app", "port": 7860,
+     "health": "/healthz", "public_needs": ["WORKBENCH_APP_AUTH"]}
 
 "{host}", "{port}" and "{port:NAME}" in argv and env values are filled in at start: the bind
 address from WORKBENCH_HOST (default 127.0.0.1), the service's port and service NAME's port
@@ -32,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -40,9 +40,8 @@ import time
 import urllib.error
 import urllib.request
 
-from workbench.runtime import EXIT_USAGE, LOOPBACK_HOSTS
+from workbench.runtime import EXIT_USAGE, LOOPBACK_HOSTS, contract
 
-GRACE_S = 8.0
 POLL_S = 0.1
 CHECK_TIMEOUT_S = 4.0
 
@@ -53,13 +52,14 @@ class Service:
     def __init__(self, entry: dict, environ: dict[str, str], ports: dict[str, int]):
         self.name = str(entry["name"])
         self.port = ports[self.name]
-        self.host = environ.get("WORKBENCH_HOST") or "127.0.0.1"
+        self.host = contract.HOST.get(environ)
         self.health = str(entry.get("health") or "/healthz")
         self.public_needs = [str(v) for v in entry.get("public_needs", [])]
         values = {"host": self.host, "port": str(self.port)}
         values.update({f"port:{name}": str(port) for name, port in ports.items()})
         self.argv = [fill(str(a), values) for a in entry["argv"]]
         self.env = {str(k): fill(str(v), values) for k, v in (entry.get("env") or {}).items()}
+        self.cwd = str(entry["cwd"]) if entry.get("cwd") else None
         self.proc: subprocess.Popen | None = None
         self.reported = False
 
@@ -83,7 +83,7 @@ class Service:
 
 def port_variable(name: str) -> str:
     """WORKBENCH_<NAME>_PORT, the variable that moves a service's port."""
-    return "WORKBENCH_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_PORT"
+    return contract.service_port(name).name
 
 
 def fill(text: str, values: dict[str, str]) -> str:
@@ -97,7 +97,7 @@ def load(path: str, environ: dict[str, str]) -> list[Service]:
         data = json.load(handle)
     entries = data["services"]
     ports = {
-        str(e["name"]): int(environ.get(port_variable(str(e["name"]))) or e["port"])
+        str(e["name"]): contract.service_port(str(e["name"])).get(environ) or int(e["port"])
         for e in entries
     }
     services = [Service(entry, environ, ports) for entry in entries]
@@ -136,6 +136,7 @@ class Launcher:
             service.proc = subprocess.Popen(
                 service.argv,
                 env={**os.environ, **service.env},
+                cwd=service.cwd,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -228,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"workbench launcher: {refusals[0]}\n")
         return EXIT_USAGE
     try:
-        grace_s = float(environ.get("WORKBENCH_STOP_GRACE_S") or GRACE_S)
-    except ValueError:
-        sys.stderr.write("workbench launcher: WORKBENCH_STOP_GRACE_S must be a number\n")
+        grace_s = contract.STOP_GRACE_S.get(environ)
+    except ValueError as exc:
+        sys.stderr.write(f"workbench launcher: {exc}\n")
         return EXIT_USAGE
     launcher = Launcher(services, grace_s)
     for signum in (signal.SIGTERM, signal.SIGINT):

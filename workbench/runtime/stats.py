@@ -15,14 +15,22 @@ import threading
 import time
 from collections import deque
 
-# Histogram buckets for time to first token, seconds.
-TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from workbench.runtime import prometheus
+
 # tokens/s is averaged over generations that finished within this window.
 RATE_WINDOW_S = 60.0
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# What render_prometheus writes, in order: name, type, help.
+METRICS = (
+    ("workbench_up", "gauge", "1 once the app is loaded and serving, 0 while it starts."),
+    ("workbench_requests_total", "counter", "Requests (events) started."),
+    ("workbench_errors_total", "counter", "Requests that ended in an error."),
+    ("workbench_in_flight", "gauge", "Requests running now."),
+    ("workbench_queue_depth", "gauge", "Requests waiting in the queue."),
+    ("workbench_time_to_first_token_seconds", "histogram", "Time from request to first token."),
+    ("workbench_tokens_total", "counter", "Tokens generated."),
+    ("workbench_tokens_per_second", "gauge", "Generation throughput over the last minute."),
+    ("workbench_uptime_seconds", "gauge", "Seconds since the runner started."),
+)
 
 
 class Stats:
@@ -33,15 +41,11 @@ class Stats:
         self._clock = clock
         self.started_at = clock()
         self.requests_total = 0
-        self.requests_finished = 0
         self.errors_total = 0
         self.in_flight = 0
         self.queue_depth = 0
-        self.ttft_sum = 0.0
-        self.ttft_count = 0
-        self.ttft_buckets = [0] * len(TTFT_BUCKETS)
+        self.ttft = prometheus.Histogram(prometheus.TTFT_BUCKETS)
         self.tokens_total = 0
-        self.generation_seconds = 0.0
         self._recent: deque[tuple[float, int, float]] = deque()  # (finished_at, tokens, secs)
 
     # -- requests -------------------------------------------------------------------------
@@ -52,7 +56,6 @@ class Stats:
 
     def request_finished(self) -> None:
         with self._lock:
-            self.requests_finished += 1
             self.in_flight = max(0, self.in_flight - 1)
 
     def request_error(self) -> None:
@@ -61,14 +64,6 @@ class Stats:
             self.errors_total += 1
 
     # -- queue ----------------------------------------------------------------------------
-    def queue_inc(self, n: int = 1) -> None:
-        with self._lock:
-            self.queue_depth += n
-
-    def queue_dec(self, n: int = 1) -> None:
-        with self._lock:
-            self.queue_depth = max(0, self.queue_depth - n)
-
     def set_queue_depth(self, n: int) -> None:
         with self._lock:
             self.queue_depth = max(0, int(n))
@@ -76,18 +71,13 @@ class Stats:
     # -- generation -----------------------------------------------------------------------
     def first_token(self, seconds: float) -> None:
         with self._lock:
-            self.ttft_sum += seconds
-            self.ttft_count += 1
-            for i, bound in enumerate(TTFT_BUCKETS):
-                if seconds <= bound:
-                    self.ttft_buckets[i] += 1
+            self.ttft.observe(seconds)
 
     def tokens(self, n: int, seconds: float) -> None:
         """Record one finished (or stopped) generation: n new tokens in `seconds` of wall time."""
         now = self._clock()
         with self._lock:
             self.tokens_total += int(n)
-            self.generation_seconds += max(0.0, seconds)
             self._recent.append((now, int(n), max(0.0, seconds)))
             self._trim(now)
 
@@ -110,8 +100,8 @@ class Stats:
                 "errors_total": self.errors_total,
                 "in_flight": self.in_flight,
                 "queue_depth": self.queue_depth,
-                "ttft_count": self.ttft_count,
-                "ttft_sum": self.ttft_sum,
+                "ttft_count": self.ttft.count,
+                "ttft_sum": self.ttft.sum,
                 "tokens_total": self.tokens_total,
                 "uptime_s": self._clock() - self.started_at,
             }
@@ -120,46 +110,22 @@ class Stats:
     def render_prometheus(self, app_name: str, up: bool = True) -> str:
         """Prometheus text exposition (version 0.0.4) of every metric, labelled app=NAME."""
         rate = self.recent_tokens_per_second()
-        lab = f'app="{_escape(app_name)}"'
+        label_text = prometheus.labels([("app", app_name)])
         with self._lock:
-            lines = [
-                "# HELP workbench_up 1 once the app is loaded and serving, 0 while it starts.",
-                "# TYPE workbench_up gauge",
-                f"workbench_up{{{lab}}} {1 if up else 0}",
-                "# HELP workbench_requests_total Requests (events) started.",
-                "# TYPE workbench_requests_total counter",
-                f"workbench_requests_total{{{lab}}} {self.requests_total}",
-                "# HELP workbench_errors_total Requests that ended in an error.",
-                "# TYPE workbench_errors_total counter",
-                f"workbench_errors_total{{{lab}}} {self.errors_total}",
-                "# HELP workbench_in_flight Requests running now.",
-                "# TYPE workbench_in_flight gauge",
-                f"workbench_in_flight{{{lab}}} {self.in_flight}",
-                "# HELP workbench_queue_depth Requests waiting in the queue.",
-                "# TYPE workbench_queue_depth gauge",
-                f"workbench_queue_depth{{{lab}}} {self.queue_depth}",
-                "# HELP workbench_time_to_first_token_seconds Time from request to first token.",
-                "# TYPE workbench_time_to_first_token_seconds histogram",
-            ]
-            for bound, count in zip(TTFT_BUCKETS, self.ttft_buckets, strict=True):
-                lines.append(
-                    f'workbench_time_to_first_token_seconds_bucket{{{lab},le="{bound}"}} {count}'
-                )
-            lines += [
-                f'workbench_time_to_first_token_seconds_bucket{{{lab},le="+Inf"}} '
-                f"{self.ttft_count}",
-                f"workbench_time_to_first_token_seconds_sum{{{lab}}} {self.ttft_sum:.6f}",
-                f"workbench_time_to_first_token_seconds_count{{{lab}}} {self.ttft_count}",
-                "# HELP workbench_tokens_total Tokens generated.",
-                "# TYPE workbench_tokens_total counter",
-                f"workbench_tokens_total{{{lab}}} {self.tokens_total}",
-                "# HELP workbench_tokens_per_second Generation throughput over the last minute.",
-                "# TYPE workbench_tokens_per_second gauge",
-                f"workbench_tokens_per_second{{{lab}}} {rate:.3f}",
-                "# HELP workbench_uptime_seconds Seconds since the runner started.",
-                "# TYPE workbench_uptime_seconds gauge",
-                f"workbench_uptime_seconds{{{lab}}} {self._clock() - self.started_at:.3f}",
-            ]
+            values = {
+                "workbench_up": 1 if up else 0,
+                "workbench_requests_total": self.requests_total,
+                "workbench_errors_total": self.errors_total,
+                "workbench_in_flight": self.in_flight,
+                "workbench_queue_depth": self.queue_depth,
+                "workbench_time_to_first_token_seconds": self.ttft,
+                "workbench_tokens_total": self.tokens_total,
+                "workbench_tokens_per_second": rate,
+                "workbench_uptime_seconds": self._clock() - self.started_at,
+            }
+            lines = []
+            for name, kind, text in METRICS:
+                lines += prometheus.family(name, kind, text, [(label_text, values[name])])
         return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,7 @@ def snapshot():
         names=set(shell.user_ns),
     )
     # What exists now lives as long as the kernel: later collections skip it, so that
-    # restore() pays only for what a run left behind (a full one here is ~50 ms).
+    # restore() pays only for what a run left behind, not for a full collection.
     gc.collect()
     gc.freeze()
 

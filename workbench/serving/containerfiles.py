@@ -10,8 +10,8 @@ The image's layers come in this order, and each is rebuilt only when its input c
   then one LABEL with the spec and lock hashes, git commit, model card and producing run.
 The tools and caches of step 1 (uv, the Miniconda stage, package caches) are RUN mounts, so
 none lands in a layer; and nothing is copied between stages, because a `COPY --from` of the
-env makes the builder hash the whole env on every build (6.7 s for a 400 MB env measured
-here, and it grows with torch), where a cached RUN costs nothing.
+env makes the builder hash the whole env on every build (seconds, growing with the env's
+size), where a cached RUN costs nothing.
 
 What the machine knows stays on the machine: its CA bundle, its pip configuration (as pip.conf
 for pip, as uv.toml for uv) and its local package folders reach RUN steps only as secrets and
@@ -29,7 +29,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -37,6 +37,7 @@ import workbench
 from workbench.envs import locks, pipconfig
 from workbench.jsonfiles import write_atomic
 from workbench.project import AppEntry, Project
+from workbench.serving.launch import Launch
 from workbench.serving.provenance import Model
 
 CONDA_ROOT = "/opt/conda"  # where Miniconda images keep conda; mounted there for step 1
@@ -74,22 +75,6 @@ LAYOUT = Layout()
 
 
 @dataclass(frozen=True)
-class ImageService:
-    """One process the launcher starts in the container (workbench.runtime.launcher reads
-    these); "{host}" and "{port}" in argv and env are filled in when it starts."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    health: str = "/healthz"
-    public_needs: tuple[str, ...] = ("WORKBENCH_APP_AUTH",)
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "public_needs": list(self.public_needs)}
-
-
-@dataclass(frozen=True)
 class Recipe:
     """Everything an image of one app is made from, checked before anything is written."""
 
@@ -101,7 +86,7 @@ class Recipe:
     conda_image: str | None  # conda envs: the image conda comes from
     tag: str
     model: Model
-    services: list[ImageService]
+    services: list[Launch]  # what the image's launcher starts, in this order
     pip_options: list[str]  # index options: uv's for `uv pip sync`, the spec's for conda's pip
     git_commit: str | None
     git_dirty: bool | None
@@ -356,19 +341,23 @@ def _option_lines(options: list[str]) -> list[str]:
 
 
 def _code_files(recipe: Recipe) -> dict[str, bytes | Path]:
-    """The runtime and services file (workbench/), and the app's folder (app/, at its path in
-    the project; only the app file when it sits at the project root)."""
+    """The runtime and services file (workbench/), and the folders of the app and of the
+    handler its engine serves (app/, at their paths in the project; only the file when it
+    sits at the project root)."""
     package = Path(workbench.__file__).parent
     files: dict[str, bytes | Path] = {"workbench/workbench/__init__.py": package / "__init__.py"}
     for source in sorted((package / "runtime").rglob("*.py")):  # engine/ too
         files[f"workbench/workbench/{source.relative_to(package).as_posix()}"] = source
     services = {"version": 1, "services": [s.to_json() for s in recipe.services]}
     files["workbench/services.json"] = (json.dumps(services, indent=1) + "\n").encode()
-    root, app_file = recipe.project.root.resolve(), recipe.app.file.resolve()
-    folder = app_file.parent
-    sources = [app_file] if folder == root else list(_tree(folder))
-    for source in sources:
-        files[f"app/{source.relative_to(root).as_posix()}"] = source
+    root = recipe.project.root.resolve()
+    code = [recipe.app.file.resolve()]
+    handler = recipe.project.engine(recipe.engine).settings.handler if recipe.engine else ""
+    if handler:  # FILE.py:Class in the project (the manifest checks)
+        code.append((root / handler.rpartition(":")[0]).resolve())
+    for file in code:
+        for source in [file] if file.parent == root else _tree(file.parent):
+            files[f"app/{source.relative_to(root).as_posix()}"] = source
     return files
 
 

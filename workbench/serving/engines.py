@@ -3,36 +3,25 @@ checks, and what an app that fronts an engine needs to reach it.
 
 An engine runs `python -m workbench.runtime.engine` in its env (see that module for the
 process layout). Everything it needs travels in argv and the environment, so another
-launcher (a container's) can run the same line: `command(project, engine, host, port)`.
+launcher (a container's, a Ray replica) runs the same line: workbench.serving.launch.engine.
 API keys never travel in argv: WORKBENCH_API_KEYS goes by environment, the keys file
 (Project.api_keys_path, 0600) by path.
 """
 
 import json
-import os
 import re
-import stat
 from pathlib import Path
 
-from workbench.envs import builds
-from workbench.envs import spec as specs
 from workbench.errors import WorkbenchError
-from workbench.gpus import assign
 from workbench.project import AppEntry, EngineEntry, Project
+from workbench.runtime import apikeys, contract, models
+from workbench.runtime.engine import settings
 from workbench.serving import net, services
-
-KEYS_VARIABLE = "WORKBENCH_API_KEYS"
-REMOTE_PREFIXES = ("pkg:", "hf:")  # a folder in an installed package; a Hugging Face hub id
 
 
 def keys(project: Project) -> list[str]:
-    """The project's API keys: WORKBENCH_API_KEYS (comma-separated) and the keys file."""
-    found = [k for k in os.environ.get(KEYS_VARIABLE, "").replace(",", " ").split() if k]
-    path = keys_file(project)
-    if path is not None:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    return found
+    """The project's API keys: WORKBENCH_API_KEYS and the keys file (as an engine reads them)."""
+    return apikeys.read(keys_file(project))
 
 
 def keys_file(project: Project) -> Path | None:
@@ -40,11 +29,10 @@ def keys_file(project: Project) -> Path | None:
     path = project.api_keys_path
     if not path.is_file():
         return None
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise WorkbenchError(
-            f"API keys file {path} is open to other users (mode {mode:04o}); chmod 600 {path}"
-        )
+    try:
+        apikeys.check_private(path)
+    except ValueError as exc:
+        raise WorkbenchError(str(exc)) from None
     return path
 
 
@@ -52,34 +40,10 @@ def check_bind(host: str, project: Project) -> None:
     """Loopback is always fine; any other address needs API keys."""
     if not net.is_loopback(host) and not keys(project):
         raise WorkbenchError(
-            f"--host {host} would expose the engines without API keys; set {KEYS_VARIABLE} or "
+            f"--host {host} would expose the engines without API keys; set "
+            f"{contract.API_KEYS.name} or "
             f"write keys to {project.api_keys_path} (mode 0600), or use `workbench tunnel`"
         )
-
-
-def command(
-    project: Project, engine: EngineEntry, host: str, port: int, gpus: assign.Assignment
-) -> tuple[list[str], dict[str, str]]:
-    """The engine's argv and extra environment (with the GPUs it was given, see
-    services.start_leased), checked before anything starts."""
-    model = model_argument(project, engine)
-    keys_path = keys_file(project)
-    python = builds.python_command(project, engine.env)
-    entry = project.env(engine.env)
-    extra = {
-        **specs.load(entry.spec_path).variables,
-        "WORKBENCH_ENV": engine.env,
-        "WORKBENCH_PROJECT": str(project.root),
-        "PYTHONUNBUFFERED": "1",
-    }
-    extra.update(gpus.environ())
-    if os.environ.get(KEYS_VARIABLE):
-        extra[KEYS_VARIABLE] = os.environ[KEYS_VARIABLE]
-    argv = [*python, *arguments(engine, model, host, port)]
-    argv += ["--root", str(project.root)]
-    if keys_path is not None:
-        argv += ["--api-keys-file", str(keys_path)]
-    return argv, extra
 
 
 def arguments(engine: EngineEntry, model: str, host: str, port: int | str) -> list[str]:
@@ -95,32 +59,11 @@ def arguments(engine: EngineEntry, model: str, host: str, port: int | str) -> li
         engine.name,
         "--model",
         model,
-        "--task",
-        engine.task,
         "--host",
         str(host),
         "--port",
         str(port),
-        "--workers",
-        str(engine.workers),
-        "--threads",
-        str(engine.threads),
-        "--max-batch",
-        str(engine.max_batch),
-        "--max-queue",
-        str(engine.max_queue),
-        "--max-requests",
-        str(engine.max_requests),
-        "--max-rss-mb",
-        str(engine.max_rss_mb),
-        "--max-tokens",
-        str(engine.max_tokens),
-        "--max-prompt-tokens",
-        str(engine.max_prompt_tokens),
-        "--max-body-kb",
-        str(engine.max_body_kb),
-        "--timeout",
-        f"{engine.timeout:g}",
+        *settings.argv(engine.settings),
     ]
 
 
@@ -128,10 +71,10 @@ def model_argument(project: Project, engine: EngineEntry) -> str:
     """The model as the engine takes it: an absolute folder, pkg:PACKAGE/folder or hf:HUB_ID.
     A folder of the project that is missing is reported with the notebook that writes it."""
     model = engine.model
-    if model.startswith(REMOTE_PREFIXES):
+    if not models.is_folder(model):
         return model
     local = (project.root / model).resolve()
-    if not (local / "config.json").is_file():
+    if not models.is_model_folder(local):
         raise WorkbenchError(f"engine '{engine.name}': {missing_model(project, local)}")
     return str(local)
 
@@ -143,7 +86,7 @@ def missing_model(project: Project, folder: Path) -> str:
         if folder in _written_folders(notebook):
             name = notebook.relative_to(project.root)
             return f"model {shown} not found: run {name} first (workbench run {name})"
-    return f"model {shown} not found (no config.json there)"
+    return f"model {shown} not found (no {models.CONFIG} there)"
 
 
 def _written_folders(notebook: Path) -> set[Path]:
@@ -176,11 +119,8 @@ def front_env(project: Project, app: AppEntry) -> dict[str, str]:
         url = running.url
     else:
         url = f"http://127.0.0.1:{running.port if running else engine.port}/v1"
-    env = {
-        "WORKBENCH_ENGINE_URL": url,
-        "WORKBENCH_ENGINE_MODEL": engine.name,
-    }
+    env = {contract.ENGINE_URL.name: url, contract.ENGINE_MODEL.name: engine.name}
     found = keys(project)
     if found:
-        env["WORKBENCH_ENGINE_KEY"] = found[0]
+        env[contract.ENGINE_KEY.name] = found[0]
     return env

@@ -23,10 +23,10 @@ from workbench.jsonfiles import StateFile
 from workbench.notebooks import records
 from workbench.project import AppEntry, EngineEntry, Project
 from workbench.runtime import launcher
-from workbench.serving import builders, engines, net
+from workbench.serving import builders, launch, net
 from workbench.serving.builders import Builder, BuildRequest, Progress
-from workbench.serving.containerfiles import LAYOUT, Context, ImageService, Layout, Recipe
-from workbench.serving.provenance import Model, model_of, unreadable
+from workbench.serving.containerfiles import LAYOUT, Context, Recipe
+from workbench.serving.provenance import model_of, unreadable
 from workbench.serving.state import Health, Kind
 from workbench.subprocesses import last_lines, run
 
@@ -113,10 +113,11 @@ def recipe(
         raise WorkbenchError(f"--conda-image: env '{app.env}' is a uv env ({entry.lock_path})")
     engine = _fronted_engine(project, app)
     model = model_of(project, engine or app, model_mode, LAYOUT.models, warnings)
-    variables = {str(k): str(v) for k, v in spec.variables.items()}
-    services = [app_service(project, app, LAYOUT, model, variables, engine)]
+    states = f"{LAYOUT.state}/services"
+    site = launch.InImage(project, LAYOUT.python, LAYOUT.root, states, model.value, lock.body_hash)
+    services = [launch.app(project, app, site, "127.0.0.1", app.port)]
     if engine is not None:  # first: the app reaches it as http://127.0.0.1:{port:ENGINE}
-        services.insert(0, engine_service(engine, LAYOUT, model, variables, lock))
+        services.insert(0, launch.engine(project, engine, site, "127.0.0.1", engine.port))
     commit, dirty = records.git_state(project.root)
     return Recipe(
         project=project,
@@ -196,51 +197,6 @@ def _fronted_engine(project: Project, app: AppEntry) -> EngineEntry | None:
     return engine
 
 
-def app_service(
-    project: Project,
-    app: AppEntry,
-    layout: Layout,
-    model: Model,
-    variables: dict[str, str],
-    engine: EngineEntry | None = None,
-) -> ImageService:
-    """The app runner in the image, as `workbench up` runs it (with the env spec's
-    variables), with the image's paths; an app that fronts an engine reaches it in the
-    container (a key from WORKBENCH_API_KEYS, as the engine checks them)."""
-    env = {**variables, "WORKBENCH_ENV": app.env, "WORKBENCH_PROJECT": layout.root}
-    if engine is not None:
-        env["WORKBENCH_ENGINE_URL"] = f"http://127.0.0.1:{{port:{engine.name}}}/v1"
-        env["WORKBENCH_ENGINE_MODEL"] = engine.name
-    elif model.value:
-        env["WORKBENCH_MODEL"] = model.value
-    argv = [layout.python, "-m", "workbench.runtime.app_runner"]
-    argv += ["--app", f"{layout.root}/{app.file.relative_to(project.root).as_posix()}"]
-    argv += ["--name", app.name, "--host", "{host}", "--port", "{port}", "--root", layout.root]
-    argv += ["--state-dir", f"{layout.state}/apps/{app.name}"]
-    return ImageService(name=app.name, argv=argv, env=env, port=app.port)
-
-
-def engine_service(
-    engine: EngineEntry, layout: Layout, model: Model, variables: dict[str, str], lock: locks.Lock
-) -> ImageService:
-    """The engine in the image, with the same command line `workbench up` gives it; it
-    checks the keys of WORKBENCH_API_KEYS, which binding beyond loopback needs."""
-    env = {
-        **variables,
-        "WORKBENCH_ENV": engine.env,
-        "WORKBENCH_LOCK_HASH": lock.body_hash,
-        "PYTHONUNBUFFERED": "1",
-    }
-    argv = [layout.python, *engines.arguments(engine, model.value or "", "{host}", "{port}")]
-    return ImageService(
-        name=engine.name,
-        argv=argv,
-        env=env,
-        port=engine.port,
-        public_needs=(engines.KEYS_VARIABLE,),
-    )
-
-
 # --- building, linting, SBOM ----------------------------------------------------------------
 
 
@@ -268,7 +224,11 @@ def build(recipe: Recipe, context: Context, builder: Builder, progress: Progress
         contexts=context.contexts,
     )
     started = time.monotonic()
-    image = builder.build(request, progress)
+    try:
+        image = builder.build(request, progress)
+    except WorkbenchError as exc:
+        unreachable = registry_unreachable(exc.message, recipe.base, builder.name, request.log)
+        raise WorkbenchError(unreachable or exc.message) from None
     seconds = round(time.monotonic() - started, 2)
     facts = builder.inspect(image)
     built = Built(image, recipe.tag, seconds, facts.size, facts.labels)
@@ -287,6 +247,39 @@ def build(recipe: Recipe, context: Context, builder: Builder, progress: Progress
     if previous and not image.startswith(previous):
         builder.remove_if_untagged(previous)
     return built
+
+
+# How podman, buildah and docker say that the registry of an image cannot be reached.
+UNREACHABLE = re.compile(
+    r"(?:pinging container registry|failed to resolve source metadata for|error pulling "
+    r"image|initializing source docker://)\S*\s*(?P<host>[\w.-]+\.[\w.-]+(?::\d+)?)?.*?"
+    r"(?P<why>no such host|i/o timeout|connection refused|network is unreachable|"
+    r"Temporary failure in name resolution|TLS handshake timeout|no route to host)",
+    re.S,
+)
+
+
+def registry_unreachable(output: str, base: str, builder: str, log: Path) -> str | None:
+    """What to do when the build failed only because the base image's registry cannot be
+    reached (common on research clusters): None for any other failure."""
+    match = UNREACHABLE.search(output)
+    if match is None:
+        return None
+    host = re.search(r"lookup ([\w.-]+)|registry ([\w.-]+\.[\w.-]+)", output)
+    where = (host[1] or host[2]) if host else (match["host"] or "its registry")
+    mirror = (
+        'to /etc/docker/daemon.json ("registry-mirrors")'
+        if builder == "docker"
+        else "to registries.conf (a [[registry]] with a [[registry.mirror]], in "
+        "~/.config/containers/registries.conf)"
+    )
+    return (
+        f"{builder} cannot pull the base image {base}: this server cannot reach {where} "
+        f"({match['why']}). Ways on: pass --base-image with an image this server already "
+        f"has (`{builder} images` lists them; one can be made without a registry with "
+        f"debootstrap and `{builder} import`), or add a registry mirror you can reach "
+        f"{mirror}; build log: {log}"
+    )
 
 
 def tool(name: str) -> str | None:

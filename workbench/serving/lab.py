@@ -7,12 +7,14 @@ import os
 import re
 import secrets
 import sys
+from pathlib import Path
 
 from workbench.envs import kernels
 from workbench.errors import WorkbenchError
 from workbench.jsonfiles import write_atomic
 from workbench.project import Project
 from workbench.serving import net, services
+from workbench.serving.launch import Launch
 from workbench.serving.state import Health, Kind
 
 NAME = "lab"
@@ -33,6 +35,11 @@ KERNEL_SPEC_MANAGER = "workbench.serving.lab_kernels.ProjectKernelSpecManager"
 SETTING_DEFAULTS = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}
 }
+
+
+# Where a source checkout builds the Workbench extension (labextension/package.json's outputDir).
+SOURCE_LABEXTENSIONS = Path(__file__).resolve().parents[1] / "lab" / "labextensions"
+SERVER_EXTENSION = {"ServerApp": {"jpserver_extensions": {"workbench.lab": True}}}
 
 
 def duration(text: str) -> int:
@@ -82,6 +89,10 @@ def command(
         if listed:
             # What Lab preselects, and what a client starts when it names no kernel.
             argv.append(f"--MultiKernelManager.default_kernel_name={listed[0]}")
+    if (SOURCE_LABEXTENSIONS / "workbench-lab" / "package.json").is_file():
+        # A source checkout (editable install): Lab loads the extension as built there, so a
+        # rebuild of labextension/ shows on reload; an installed wheel has it in share/jupyter.
+        argv.append(f"--LabApp.extra_labextensions_path={SOURCE_LABEXTENSIONS}")
     if os.geteuid() == 0:
         argv.append("--allow-root")  # containers and CI run as root
     if cull_idle:
@@ -96,6 +107,10 @@ def _config_env(project: Project) -> dict[str, str]:
     path = project.lab_config_dir / "labconfig" / "default_setting_overrides.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(SETTING_DEFAULTS, indent=1) + "\n")
+    # The Workbench panel's server side, also where the install's own config is not read.
+    enabled = project.lab_config_dir / "jupyter_server_config.d" / "workbench.json"
+    enabled.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(enabled, json.dumps(SERVER_EXTENSION, indent=1) + "\n")
     current = os.environ.get("JUPYTER_CONFIG_PATH", "")
     parts = [str(project.lab_config_dir)] + [p for p in current.split(os.pathsep) if p]
     return {"JUPYTER_CONFIG_PATH": os.pathsep.join(dict.fromkeys(parts))}
@@ -146,7 +161,9 @@ def start_detached(
     """Lab under a supervisor; returns its URL once healthy and checked to need its token."""
     token = secrets.token_urlsafe(24)
     argv, env = command(project, "127.0.0.1", port, token, all_kernels, cull_idle)
-    services.start(project, NAME, Kind.LAB, argv, env, "127.0.0.1", port, None)
+    root = str(project.root)
+    launch = Launch(NAME, Kind.LAB, argv, env, root, "127.0.0.1", port, health="/api")
+    services.start(project, launch, None)
     services.wait_healthy(project, NAME, HEALTH_TIMEOUT)
     if is_open(port):
         # No kernels yet, and Lab may sit on a SIGTERM this early: no need to wait.

@@ -2,8 +2,6 @@
 tunnel; which host names are loopback is the runtime's (workbench.runtime.LOOPBACK_HOSTS)."""
 
 import socket
-import urllib.error
-import urllib.request
 
 from workbench.errors import WorkbenchError
 from workbench.runtime import LOOPBACK_HOSTS
@@ -45,6 +43,9 @@ def health_url(kind: str, port: int, route: str = "") -> str:
 
 
 def probe(url: str, timeout: float = 1.0) -> Health:
+    import urllib.error  # here: `ps` with nothing running never probes
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
             return Health.HEALTHY if reply.status == 200 else Health.UNHEALTHY

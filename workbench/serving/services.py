@@ -1,23 +1,26 @@
 """Services (engines, apps and JupyterLab): started under a detached supervisor or in the
 foreground, listed, waited for, stopped.
 
-A service lives in .workbench/apps/NAME/ (service.json, state.json, the app's tmp/) and
-logs to .workbench/logs/NAME.log. Everything binds 127.0.0.1 unless told otherwise, and
-binding anywhere else needs auth (workbench.serving.apps).
+A service lives in .workbench/services/NAME/ (service.json, state.json, the app's tmp/) and
+logs to .workbench/logs/NAME.log; one that a workbench of before started in .workbench/apps/
+is read there until it is started again (Project.service_dir). Everything binds 127.0.0.1
+unless told otherwise, and binding anywhere else needs auth (workbench.serving.apps).
 """
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.errors import CHECK_FAILED, WorkbenchError
-from workbench.gpus import assign, leases
-from workbench.gpus.leases import Holder
+from workbench.processes import alive
 from workbench.project import Project
 from workbench.serving import net
 from workbench.serving.state import (
@@ -28,21 +31,15 @@ from workbench.serving.state import (
     ServiceState,
     ServiceStatus,
 )
-from workbench.subprocesses import spawn
+
+if TYPE_CHECKING:  # launch builds on engines, which reads this module
+    from workbench.gpus import assign
+    from workbench.serving.launch import Launch
+
+# The GPU leases and the process spawner are imported where a service starts: `ps` and
+# `down` only read state files.
 
 SPEC, STATE = "service.json", "state.json"
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running(project: Project, name: str) -> Service | None:
@@ -52,9 +49,9 @@ def running(project: Project, name: str) -> Service | None:
     spec, state = ServiceSpec.read(folder / SPEC), ServiceState.read(folder / STATE)
     if spec is not None and spec.cluster:
         return _deployed(spec)
-    if spec is None or state is None or not alive(state.supervisor_pid):
+    if spec is None or state is None or not _supervisor_alive(state):
         return None
-    pid = state.pid if alive(state.pid) else None
+    pid = state.pid if alive(state.pid, state.pid_start) else None
     health = net.probe(net.health_url(spec.kind, spec.port)) if pid else Health.DOWN
     return _service(
         spec,
@@ -64,8 +61,14 @@ def running(project: Project, name: str) -> Service | None:
         supervisor_pid=state.supervisor_pid,
         restarts=state.restarts,
         uptime=round(time.time() - state.last_start, 1) if state.last_start and pid else None,
-        standby_pid=state.standby_pid if alive(state.standby_pid) else None,
+        standby_pid=state.standby_pid
+        if alive(state.standby_pid, state.standby_pid_start)
+        else None,
     )
+
+
+def _supervisor_alive(state: ServiceState) -> bool:
+    return alive(state.supervisor_pid, state.supervisor_pid_start)
 
 
 def _deployed(spec: ServiceSpec) -> Service:
@@ -105,8 +108,7 @@ def deployment(project: Project, name: str) -> ServiceSpec | None:
 
 def record_deployment(project: Project, spec: ServiceSpec) -> None:
     """Remember an engine deployed on a cluster (workbench.cluster.serving) for ps/down."""
-    folder = project.service_dir(spec.name)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = _fresh_folder(project, spec.name)
     (folder / STATE).unlink(missing_ok=True)
     spec.write(folder / SPEC, mode=0o600)
 
@@ -117,41 +119,49 @@ def forget(project: Project, name: str) -> None:
 
 
 def listed(project: Project) -> list[Service]:
-    folder = project.services_dir
-    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    """Every service running or deployed, those started into the legacy folder too."""
+    folders = (project.services_dir, project.legacy_services_dir)
+    names = sorted({p.name for f in folders if f.is_dir() for p in f.iterdir() if p.is_dir()})
     return [s for s in (running(project, n) for n in names) if s is not None]
 
 
-def start(
-    project: Project,
-    name: str,
-    kind: Kind,
-    argv: list[str],
-    extra_env: dict[str, str],
-    host: str,
-    port: int,
-    env_name: str | None,
-) -> None:
-    """Start name under a detached supervisor (apps and engines get a warm spare)."""
-    folder = project.service_dir(name)
+def _fresh_folder(project: Project, name: str) -> Path:
+    """The folder a service starts in; what an older workbench left in the legacy folder
+    under that name goes (the service is not running, or it would not be started)."""
+    legacy = project.legacy_services_dir / name
+    if legacy.is_dir():
+        state = ServiceState.read(legacy / STATE)
+        if state is not None and _supervisor_alive(state):
+            raise WorkbenchError(f"{name} is already running (`workbench down {name}` first)")
+        shutil.rmtree(legacy, ignore_errors=True)
+    folder = project.services_dir / name
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def start(project: Project, launch: "Launch", env_name: str | None) -> None:
+    """Start a service under a detached supervisor (apps and engines get a warm spare)."""
+    name, kind, host, port = launch.name, launch.kind, launch.host, launch.port
+    folder = _fresh_folder(project, name)
     project.logs_dir.mkdir(parents=True, exist_ok=True)
     shown_host = "127.0.0.1" if net.is_loopback(host) else host
     spec = ServiceSpec(
         name=name,
         kind=kind,
-        argv=argv,
-        cwd=str(project.root),
+        argv=launch.argv,
+        cwd=launch.cwd,
         host=host,
         port=port,
         url=f"http://{shown_host}:{port}/" + ("v1" if kind == Kind.ENGINE else ""),
         log=str(project.log_path(name)),
         env_name=env_name,
-        env=extra_env,
+        env=launch.env,
         standby=kind in (Kind.APP, Kind.ENGINE),
     )
     spec.write(folder / SPEC, mode=0o600)  # it may hold the app's login
     (folder / STATE).unlink(missing_ok=True)
+    from workbench.subprocesses import spawn
+
     with open(spec.log, "ab") as log:
         spawn(
             [sys.executable, "-m", "workbench.serving.supervisor", folder],
@@ -170,8 +180,11 @@ def gpus_for(
     env: str,
     wait: float | None = None,
     on_wait: Callable[[str], None] = lambda _why: None,
-) -> assign.Assignment:
+) -> "assign.Assignment":
     """The GPUs a service gets: its env's pin, or a lease on its env's count."""
+    from workbench.gpus import assign
+    from workbench.gpus.leases import Holder
+
     entry = project.env(env)
     holder = Holder(kind, name, str(project.root))
     return assign.assign(entry.gpus, entry.gpu_count, holder, wait=wait, on_wait=on_wait)
@@ -182,20 +195,19 @@ def start_leased(
     name: str,
     kind: Kind,
     env_name: str,
-    host: str,
-    port: int,
-    command: Callable[[assign.Assignment], tuple[list[str], dict[str, str]]],
+    launch: Callable[["assign.Assignment"], "Launch"],
     wait: float | None = None,
     on_wait: Callable[[str], None] = lambda _why: None,
 ) -> None:
     """Start a service (an app, an engine) under a supervisor with the GPUs its env asks
-    for; command(gpus) gives its argv and environment. The lease is handed to the
-    supervisor, so it lasts as long as the service, restarts included."""
+    for; launch(gpus) describes it. The lease is handed to the supervisor, so it lasts as
+    long as the service, restarts included."""
     gpus = gpus_for(project, kind, name, env_name, wait, on_wait)
     try:
-        argv, env = command(gpus)
-        start(project, name, kind, argv, env, host, port, env_name)
+        start(project, launch(gpus), env_name)
         if gpus.lease is not None:
+            from workbench.gpus import leases
+
             leases.hand_over(gpus.lease, _supervisor_pid(project, name))
     except BaseException:
         gpus.release()
@@ -223,7 +235,7 @@ def wait_healthy(project: Project, name: str, timeout: float) -> Service:
         if state and (
             state.status == ServiceStatus.FAILED
             or state.restarts > 0
-            or not alive(state.supervisor_pid)
+            or not _supervisor_alive(state)
         ):
             stop(project, name)
             raise WorkbenchError(f"{name} failed to start: {log_tail(Path(spec.log))}")
@@ -265,16 +277,20 @@ def stop(project: Project, name: str, grace: float = 20.0) -> bool:
     """Stop a service and its supervisor; True if one was running."""
     folder = project.service_dir(name)
     state = ServiceState.read(folder / STATE)
-    if state is None or not alive(state.supervisor_pid):
+    if state is None or not _supervisor_alive(state):
         (folder / STATE).unlink(missing_ok=True)
         return False
     os.kill(state.supervisor_pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and alive(state.supervisor_pid):
+    while time.monotonic() < deadline and _supervisor_alive(state):
         time.sleep(0.1)
-    for pid in (state.supervisor_pid, state.pid):
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    for pid, started in (
+        (state.supervisor_pid, state.supervisor_pid_start),
+        (state.pid, state.pid_start),
+    ):
+        if alive(pid, started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     (folder / STATE).unlink(missing_ok=True)
     return True
 
@@ -289,6 +305,8 @@ def foreground(
 ) -> int:
     """Run a server in the foreground until it exits or Ctrl-C stops it (then 0); calls
     on_healthy once, when url first answers healthy (it may raise to stop the server)."""
+    from workbench.subprocesses import spawn
+
     proc = spawn(argv, what=what, cwd=cwd, env=env, stdin=None)
     try:
         announced = False

@@ -1,5 +1,5 @@
 """What the supervisor of a service and the commands that read it (`ps`, `down`, `tunnel`)
-exchange, in .workbench/apps/NAME/: service.json (what to run; 0600, it may hold the app's
+exchange, in .workbench/services/NAME/: service.json (what to run; 0600, it may hold the app's
 login) and state.json (how it goes; rewritten by the supervisor on every change). An engine
 deployed on a Ray cluster has only service.json, naming the cluster (no supervisor here).
 
@@ -60,7 +60,8 @@ class ServiceSpec(StateFile):
 
 @dataclass
 class ServiceState(StateFile):
-    """state.json: what the supervisor is doing now."""
+    """state.json: what the supervisor is doing now. Each pid comes with its start time
+    (workbench.processes), so a pid reused after a crash is not taken for the service."""
 
     name: str
     supervisor_pid: int
@@ -71,6 +72,9 @@ class ServiceState(StateFile):
     last_start: float | None = None
     last_exit: int | None = None
     standby_pid: int | None = None
+    supervisor_pid_start: int | None = None
+    pid_start: int | None = None
+    standby_pid_start: int | None = None
 
 
 @dataclass

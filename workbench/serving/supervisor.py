@@ -15,8 +15,6 @@ the same port: back in about a second instead of the whole import floor; a new s
 once that one is healthy.
 """
 
-import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -25,9 +23,10 @@ import time
 from pathlib import Path
 
 from workbench.errors import USAGE
+from workbench.processes import start_time
 from workbench.serving import net
 from workbench.serving.state import Health, ServiceSpec, ServiceState, ServiceStatus
-from workbench.subprocesses import spawn
+from workbench.subprocesses import die_with_parent, spawn
 
 QUICK_FAILURE_S = 10.0  # a child that exits sooner than this failed to start
 MAX_QUICK_FAILURES = 5
@@ -35,16 +34,14 @@ STOP_GRACE_S = 10.0
 SPARE_AFTER_S = 120.0  # start the spare after this long even if the child never got healthy
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class Supervisor:
     def __init__(self, folder: Path, service: ServiceSpec):
         self.folder, self.service = folder, service
         self.state = ServiceState(
-            name=service.name, supervisor_pid=os.getpid(), started=time.time()
+            name=service.name,
+            supervisor_pid=os.getpid(),
+            started=time.time(),
+            supervisor_pid_start=start_time(os.getpid()),
         )
         self.child: subprocess.Popen | None = None
         self.spare: subprocess.Popen | None = None
@@ -70,7 +67,7 @@ class Supervisor:
                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def start_child(self) -> None:
@@ -78,7 +75,9 @@ class Supervisor:
         spare, self.spare = self.spare, None
         self.child = self._promote(spare) or self.spawn(standby=False)
         self.state.pid, self.state.last_start = self.child.pid, time.time()
+        self.state.pid_start = start_time(self.child.pid)
         self.state.status, self.state.standby_pid = ServiceStatus.RUNNING, None
+        self.state.standby_pid_start = None
         self.save()
 
     def _promote(self, spare: subprocess.Popen | None) -> subprocess.Popen | None:
@@ -109,6 +108,7 @@ class Supervisor:
             ):
                 self.spare = self.spawn(standby=True)
                 self.state.standby_pid = self.spare.pid
+                self.state.standby_pid_start = start_time(self.spare.pid)
                 self.save()
 
     def _healthy(self) -> bool:
@@ -128,7 +128,7 @@ class Supervisor:
                 break
             lived = time.time() - self.state.last_start
             quick_failures = quick_failures + 1 if lived < QUICK_FAILURE_S else 0
-            self.state.last_exit, self.state.pid = code, None
+            self.state.last_exit, self.state.pid, self.state.pid_start = code, None, None
             if code == USAGE or quick_failures >= MAX_QUICK_FAILURES:
                 self.state.status = ServiceStatus.FAILED
                 self.save()

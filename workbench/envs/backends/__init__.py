@@ -1,11 +1,11 @@
 """Environment backends, by name; adding one touches one module and this registry."""
 
-import os
 import shutil
 from typing import TYPE_CHECKING
 
 from workbench.envs.backends.base import Backend, Plan, Progress
 from workbench.errors import WorkbenchError
+from workbench.runtime import contract
 
 if TYPE_CHECKING:
     from workbench.envs.backends.uv import UvOptions
@@ -17,7 +17,7 @@ NAMES = (*CONDA_FAMILY, "uv")
 
 def default_name() -> str:
     """WORKBENCH_BACKEND, else the first conda-family tool on PATH, else uv."""
-    chosen = os.environ.get("WORKBENCH_BACKEND")
+    chosen = contract.BACKEND.get()
     if chosen:
         return chosen
     return next((name for name in CONDA_FAMILY if shutil.which(name)), "uv")

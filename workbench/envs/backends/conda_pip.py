@@ -28,7 +28,8 @@ from packaging.utils import canonicalize_name
 
 from workbench.envs.backends.base import Progress
 from workbench.envs.locks import PipPart, pip_requirement
-from workbench.envs.spec import EnvSpec, PipLine
+from workbench.envs.requirements import PipLine
+from workbench.envs.spec import EnvSpec
 from workbench.errors import WorkbenchError
 from workbench.project import MANIFEST
 from workbench.subprocesses import run

@@ -20,7 +20,9 @@ from packaging.utils import canonicalize_name
 from workbench.envs import condamap, interpreters, locks, pipconfig
 from workbench.envs.backends.base import Backend, Plan, Progress
 from workbench.envs.locks import Lock, this_platform
-from workbench.envs.spec import VCS_SCHEMES, EnvSpec, PipLine, platform_of
+from workbench.envs.platforms import platform_of
+from workbench.envs.requirements import VCS_SCHEMES, PipLine
+from workbench.envs.spec import EnvSpec
 from workbench.errors import WorkbenchError, excerpt
 from workbench.subprocesses import run
 
@@ -125,10 +127,15 @@ class UvBackend(Backend):
         python_dep = spec.python
         if python_dep is None or not python_dep.version:
             return interpreters.select(None, "python")
-        label = f"{spec.path}:{python_dep.line}: {python_dep.text}"
+        label = f"{spec.python_source or spec.path}:{python_dep.line}: {python_dep.text}"
         requirement = condamap.pep440(python_dep.version, label)
         interp = interpreters.select(
-            requirement or None, label, accept_nearest=self.options.nearest_python
+            requirement or None,
+            label,
+            accept_nearest=self.options.nearest_python,
+            # requires-python: the Pythons a package supports; the tool's own if it is one
+            prefer_running=spec.python_source is not None
+            and spec.python_source.name == "pyproject.toml",
         )
         if requirement and not requirement.contains(interp.version, prereleases=True):
             warnings.append(f"{label}: using Python {interp.version}, the nearest local patch")

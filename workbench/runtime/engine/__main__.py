@@ -1,7 +1,7 @@
-"""`python -m workbench.runtime.engine`: serve one model (see workbench.runtime.engine.server)."""
+"""`python -m workbench.runtime.engine`: serve one model (workbench.runtime.engine.commandline)."""
 
 import sys
 
-from workbench.runtime.engine.server import main
+from workbench.runtime.engine.commandline import main
 
 sys.exit(main())

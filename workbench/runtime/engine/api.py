@@ -15,6 +15,8 @@ import math
 import time
 import uuid
 
+from workbench.runtime.engine.failures import EngineFailure
+
 # Fields OpenAI defines that this engine does not implement: accepted only at their default.
 UNSUPPORTED_DEFAULTS = {
     "n": (None, 1),
@@ -49,6 +51,14 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.param = status, message, param
         self.kind, self.code, self.headers = kind, code, headers or {}
+
+    @classmethod
+    def of(cls, failed: EngineFailure) -> ApiError:
+        """The response to a request the engine accepted and could not answer."""
+        failure = failed.failure
+        return cls(
+            failure.status, failed.message, None, failure.kind, failure.code, failure.headers
+        )
 
     def body(self) -> bytes:
         error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
@@ -191,9 +201,9 @@ class Chunks:
         return self._event(None, usage_of(prompt, completion))
 
     @staticmethod
-    def error(message: str) -> bytes:
-        error = {"message": message, "type": "server_error", "param": None, "code": None}
-        return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+    def error(failed: EngineFailure) -> bytes:
+        """The event that ends a stream the engine could not finish."""
+        return b"data: " + ApiError.of(failed).body() + b"\n\n"
 
     DONE = b"data: [DONE]\n\n"
 

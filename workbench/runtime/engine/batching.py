@@ -11,7 +11,8 @@ that grow in place: all rows write their next token at the same column `length`,
 that joined later has empty columns on its left, masked out. Writing in place instead of
 concatenating (transformers' DynamicCache) and prefilling only the newcomers instead of
 paging every step (transformers' continuous-batching manager) is what makes one stream faster
-than `generate` and 32 streams ~6x faster than one on a 2-core CPU (bench/serving.py).
+than `generate` and 32 streams several times faster than one (bench/serving.py prints
+the figures).
 
 Supported: decoder-only models whose cache layers are all full attention (DynamicLayer) and
 whose forward takes attention_mask and position_ids, which is what batched `generate` with

@@ -1,10 +1,11 @@
 """Engine-core processes: one model, its batching loop, and nothing of HTTP.
 
-The engine's front (workbench.runtime.engine.server) starts one *zygote* with the env's
+The engine's front (workbench.runtime.engine.commandline) starts one *zygote* with the env's
 interpreter:
 
-    python -m workbench.runtime.engine.core --fd N --model PATH --task generate|embed \
-        [--name NAME] [--threads 1] [--max-batch 32]
+    python -m workbench.runtime.engine.core --fd N --model PATH --task TASK \
+        [--handler FILE.py:Class] [--name NAME] [--threads 1] [--max-batch 32] \
+        [--max-wait-ms 10]
 
 File descriptor N is the zygote's end of a socketpair with the front. The zygote imports
 torch and transformers and loads the weights (on the CPU; it never runs the model), says
@@ -16,10 +17,12 @@ process, and all of them share the zygote's weights in memory until they write t
 
 A core moves the model to its device (a GPU named by `device`: CUDA is first touched after
 the fork), warms it up (one padded batch through the same path requests take), says
-"ready", then loops: take what the front sent, admit waiting requests (prefill), run one
-step for every running request, send the new tokens. It reads its socket in a thread of its
-own, and exits when told to ("exit": after its running requests have finished) or when the
-front goes. Frames are described in workbench.runtime.engine.protocol.
+"ready", then loops. A generating core takes what the front sent, admits waiting requests
+(prefill), runs one step for every running request and sends the new tokens; a core of a
+task that answers at once (embed, predict) runs the waiting requests as one batch when
+waiting for more no longer pays (workbench.runtime.engine.adaptive). It reads its socket
+in a thread of its own, and exits when told to ("exit": after its running requests have
+finished) or when the front goes. Frames are described in workbench.runtime.engine.protocol.
 
 A model that cannot load is reported to the front as ("fatal", message) and on stderr, and
 the process exits with status 2.
@@ -41,8 +44,10 @@ import sys
 import threading
 import time
 
-from workbench.runtime import EXIT_USAGE, logs
+from workbench.runtime import EXIT_USAGE, contract, logs
 from workbench.runtime.engine import protocol
+from workbench.runtime.engine.failures import Failure
+from workbench.runtime.engine.settings import HANDLER, PIPELINE_TASKS, family
 
 log = logging.getLogger("workbench.engine.core")
 
@@ -50,11 +55,12 @@ PREFILL_TOKENS_PER_STEP = 4096  # newcomers prefilled together before the next d
 
 
 class Link:
-    """A core's side of its socket: a reader thread queues what arrives and wakes the loop."""
+    """A core's side of its socket: a reader thread queues what arrives (and when) and wakes
+    the loop."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.inbox: collections.deque[tuple] = collections.deque()
+        self.inbox: collections.deque[tuple[float, tuple]] = collections.deque()
         self.wake = threading.Event()
         self.exiting = False
         self.gone = False
@@ -76,23 +82,27 @@ class Link:
         self._receive(("gone",))
 
     def _receive(self, message: tuple) -> None:
-        self.inbox.append(message)
+        self.inbox.append((time.perf_counter(), message))
         self.wake.set()
 
-    def wait(self) -> None:
-        self.wake.wait()
+    def wait(self, timeout: float | None = None) -> None:
+        self.wake.wait(timeout)
         self.wake.clear()
 
     def drain(self) -> list[tuple]:
+        return [message for _, message in self.drain_timed()]
+
+    def drain_timed(self) -> list[tuple[float, tuple]]:
+        """What arrived, with when (time.perf_counter() in the reader thread)."""
         messages = []
         while self.inbox:
-            message = self.inbox.popleft()
+            when, message = self.inbox.popleft()
             if message[0] == "exit":
                 self.exiting = True
             elif message[0] == "gone":
                 self.gone = True
             else:
-                messages.append(message)
+                messages.append((when, message))
         return messages
 
 
@@ -133,17 +143,22 @@ def _guarded(link: Link, generator, fn, newcomers: list[str]) -> None:
         log.exception("generation step failed")
         message = f"generation failed: {type(exc).__name__}: {exc}"
         for rid in generator.clear() + newcomers:
-            link.send(("failed", rid, message))
+            link.send(("failed", rid, Failure.MODEL_ERROR.value, message))
         return
     link.send(("tokens", batch, outputs))
 
 
-def run_embed(link: Link, embedder) -> None:
-    pending: list[tuple] = []
+def run_batches(link: Link, task: str, runner, cork) -> None:
+    """The loop of a task that answers at once (embed, predict): run the waiting requests
+    as one batch when the adaptive cork says waiting no longer pays, then send each
+    request's result or failure. runner.take(pending) picks a batch of (rid, inputs,
+    params); runner.run(batch) gives ([(rid, result)], [(rid, code, message)])."""
+    pending: list[tuple] = []  # (rid, inputs, params, arrived)
     while not link.gone:
-        for message in link.drain():
-            if message[0] == "embed":
-                pending.append(message[1:])
+        for when, message in link.drain_timed():
+            if message[0] == task:
+                pending.append((*message[1:4], when))
+                cork.arrived(when, len(message[2]))
             elif message[0] == "cancel":
                 pending[:] = [p for p in pending if p[0] != message[1]]
         if not pending:
@@ -151,15 +166,39 @@ def run_embed(link: Link, embedder) -> None:
                 return
             link.wait()
             continue
-        batch = embedder.take(pending)
-        try:
-            results = embedder.run(batch)
-        except Exception as exc:  # noqa: BLE001
-            log.exception("embedding failed")
-            for rid, _ in batch:
-                link.send(("failed", rid, f"embedding failed: {type(exc).__name__}: {exc}"))
+        inputs = sum(len(p[1]) for p in pending)
+        delay = 0.0 if link.exiting else cork.wait(inputs, pending[0][3], time.perf_counter())
+        if delay > 0:
+            link.wait(delay)
             continue
-        link.send(("embeddings", results))
+        batch = [p[:3] for p in runner.take(pending)]
+        link.send(("started", [p[0] for p in batch]))
+        started = time.perf_counter()
+        results, failures = runner.run(batch)
+        seconds = time.perf_counter() - started
+        size = sum(len(p[1]) for p in batch)
+        cork.ran(size, seconds)
+        link.send(("results", results, {"batch": size, "inference_s": seconds}))
+        for failure in failures:
+            link.send(("failed", *failure))
+
+
+class EmbedRunner:
+    """The embedder as run_batches takes it: a failing batch fails each of its requests."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    def take(self, pending: list) -> list:
+        return self.embedder.take(pending)
+
+    def run(self, batch: list) -> tuple[list, list]:
+        try:
+            return self.embedder.run([(rid, inputs) for rid, inputs, _ in batch]), []
+        except Exception as exc:  # noqa: BLE001 - reported to the clients, the loop goes on
+            log.exception("embedding failed")
+            message = f"embedding failed: {type(exc).__name__}: {exc}"
+            return [], [(rid, Failure.MODEL_ERROR.value, message) for rid, _, _ in batch]
 
 
 # -- the zygote ---------------------------------------------------------------------------
@@ -169,6 +208,13 @@ def load(args: argparse.Namespace):
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    if family(args.task) == "predict":
+        from workbench.runtime.engine import predict
+
+        model = predict.load(args.task, args.model, args.handler)
+        if not args.gpu:
+            model.setup("cpu")  # once, in the zygote: every core shares the weights
+        return model, {"task": args.task, **model.info}
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.utils import logging as transformers_logging
 
@@ -252,7 +298,10 @@ def _core(fd: int, model, info: dict, args: argparse.Namespace, wid: int, device
         if args.task == "generate":
             run_generate(link, engine)
         else:
-            run_embed(link, engine)
+            from workbench.runtime.engine.adaptive import Cork
+
+            cork = Cork(args.max_batch, args.max_wait_ms / 1000)
+            run_batches(link, family(args.task), engine, cork)
     except Exception:  # noqa: BLE001 - a bug in the loop: log it, the front replaces us
         log.exception("engine core failed")
         return 1
@@ -264,6 +313,14 @@ def _prepare(model, info: dict, args: argparse.Namespace, device):
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    if family(args.task) == "predict":
+        from workbench.runtime.engine import predict
+
+        if device is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = device
+            model.setup(predict.device_name(device))
+        model.warm()
+        return predict.Predictor(model, args.max_batch)
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
         model = model.to("cuda")
@@ -282,7 +339,7 @@ def _prepare(model, info: dict, args: argparse.Namespace, device):
 
     engine = Embedder(model, torch, args.max_batch)
     engine.run([("warm", [[1, 2, 3], [4, 5]])])
-    return engine
+    return EmbedRunner(engine)
 
 
 def _die_with_parent() -> None:
@@ -294,12 +351,16 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fd", type=int, required=True, help="the zygote's end of a socketpair")
     parser.add_argument("--model", required=True, help="the model folder")
-    parser.add_argument("--task", choices=("generate", "embed"), default="generate")
+    tasks = ("generate", "embed", HANDLER, *PIPELINE_TASKS)
+    parser.add_argument("--task", choices=tasks, default="generate")
+    parser.add_argument("--handler", default="", help="FILE.py:Class (task predict)")
     parser.add_argument("--name", default="engine", help="engine name (logs)")
     parser.add_argument("--gpu", action="store_true", help="cores run on GPUs (keep dtype)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per core")
     parser.add_argument("--max-batch", type=int, default=32, help="requests run together")
-    parser.add_argument("--log-level", default=os.environ.get("WORKBENCH_LOG_LEVEL", "INFO"))
+    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="most wait for a batch")
+    level = contract.LOG_LEVEL
+    parser.add_argument("--log-level", default=level.unparsed(), type=contract.log_level)
     return parser.parse_args(argv)
 
 

@@ -19,8 +19,8 @@ class Embedder:
             inputs += len(request[1])
         return batch
 
-    def run(self, requests: list[tuple[str, list[list[int]]]]) -> list[tuple[str, bytes, int, int]]:
-        """(rid, float32 bytes of n x dim, dim, tokens) for each (rid, [token ids, ...])."""
+    def run(self, requests: list[tuple[str, list[list[int]]]]) -> list[tuple[str, tuple]]:
+        """(rid, (float32 bytes of n x dim, dim)) for each (rid, [token ids, ...])."""
         torch = self.torch
         texts = [ids for _, inputs in requests for ids in inputs]
         longest = max(len(ids) for ids in texts)
@@ -40,6 +40,5 @@ class Embedder:
         for rid, inputs in requests:
             part = vectors[row : row + len(inputs)]
             row += len(inputs)
-            tokens = sum(len(ids) for ids in inputs)
-            out.append((rid, part.numpy().astype("<f4").tobytes(), part.shape[1], tokens))
+            out.append((rid, (part.numpy().astype("<f4").tobytes(), part.shape[1])))
         return out

@@ -9,14 +9,17 @@ big-endian length and a pickled tuple whose first item names it:
   zygote -> front  ("zygote", info)          the model is loaded
                    ("forked", worker, pid)
                    ("fatal", message)        the model cannot load
-  front -> core    ("generate", rid, prompt_ids, params)   params: see batching.Row
-                   ("embed", rid, [ids, ...])
+  front -> core    (task, rid, payload, params)   task: generate (payload: prompt ids;
+                                  params: see batching.Row), embed ([ids, ...], {}) or
+                                  predict ([input, ...], pipeline kwargs; see predict.Predictor)
                    ("cancel", rid)
                    ("exit",)                 finish what runs, then exit
   core -> front    ("ready", info)           warmed up on its device
                    ("tokens", batch_size, [(rid, new_ids, finish_reason or None), ...])
-                   ("embeddings", [(rid, float32 bytes, dim, prompt_tokens), ...])
-                   ("failed", rid, message)
+                   ("started", [rid, ...])   a task that answers at once began a batch
+                   ("results", [(rid, result), ...], {"batch": inputs, "inference_s": s})
+                                  embed: (float32 bytes, dim); predict: [output, ...]
+                   ("failed", rid, code, message)   code: a failures.Failure value
                    ("fatal", message)        this core cannot start
 
 Both ends are processes of one engine started from the same interpreter, so pickle is safe

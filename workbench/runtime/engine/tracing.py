@@ -2,10 +2,12 @@
 
 Each request becomes a span "request" (its parent taken from the caller's `traceparent`
 header) with three children laid end to end: "queue" (waiting for a worker), "prefill"
-(sent to the worker until its first token) and "decode" (first token to the last). They are
-made when the request ends, from the times the front noted, and exported over OTLP/HTTP by a
-batch processor. The packages (opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http) are
-optional: without them the engine logs one warning and serves untraced.
+(sent to the worker until its first token) and "decode" (first token to the last); for a task
+that answers at once, "batch" (waiting in the worker for batch-mates) and "inference" (its
+batch running). They are made when the request ends, from the times the front noted, and
+exported over OTLP/HTTP by a batch processor. The packages (opentelemetry-sdk,
+opentelemetry-exporter-otlp-proto-http) are optional: without them the engine logs one
+warning and serves untraced.
 """
 
 from __future__ import annotations
@@ -52,16 +54,22 @@ class Tracer:
             start_time=stream.created_ns,
             attributes=attributes,
         )
-        if stream.error:
-            root.set_status(self.trace.Status(self.trace.StatusCode.ERROR, stream.error))
+        if stream.failure is not None:
+            error = self.trace.Status(self.trace.StatusCode.ERROR, stream.failure.message)
+            root.set_status(error)
         parent = self.trace.set_span_in_context(root)
         dispatched = stream.dispatched_ns or end
         self._child("queue", parent, stream.created_ns, dispatched)
         if stream.dispatched_ns:
             first = stream.first_ns or end
-            self._child("prefill", parent, dispatched, first)
+            # a generation: prefill to its first token, then decode; a task that answers at
+            # once: its wait for batch-mates, then the batch's inference
+            waited, ran = (
+                ("prefill", "decode") if stream.kind == "generate" else ("batch", "inference")
+            )
+            self._child(waited, parent, dispatched, first)
             if stream.first_ns:
-                self._child("decode", parent, first, end)
+                self._child(ran, parent, first, end)
         root.end(end_time=end)
 
     def _child(self, name: str, parent, start: int, end: int) -> None:

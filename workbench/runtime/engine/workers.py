@@ -5,8 +5,9 @@ Every core is forked by the engine's zygote (workbench.runtime.engine.core) and 
 the front by a socketpair whose other end travels to the zygote with the request to fork. A
 request goes to the serving worker with the fewest running requests that has room
 (max_batch); when none has, it waits in the front's queue, and when the queue is full the
-caller is told at once (QueueFull, HTTP 429). A request past its deadline ends wherever it
-is (queued, or at its next token).
+caller is told at once (Failure.QUEUE_FULL, HTTP 429). A request past its deadline ends
+wherever it is (queued, or at its next token). Every request fails with a typed code
+(workbench.runtime.engine.failures), the cores' included, which the front maps to a response.
 
 Recycling: a worker past max_requests (requests it was given) or max_rss_mb (its resident
 memory, pages shared with the zygote included) takes no new request once something can take
@@ -15,9 +16,10 @@ on a CPU engine), another serving worker, or, on a GPU, a replacement forked for
 device. It finishes what it runs, is told to exit, and a new spare is forked. So no request
 fails during a recycle.
 
-A core that dies takes its running requests with it: those that had no token yet go back to
-the queue, the others fail with a message, and a spare or a new fork takes its place. Before
-the engine was first ready any failure to start is fatal (exit 2: the model cannot load);
+A core that dies takes its running requests with it: those that had no token yet (or whose
+batch had not begun) go back to the queue, the others fail (Failure.WORKER_DIED), and a spare
+or a new fork takes its place.
+Before the engine was first ready any failure to start is fatal (exit 2: the model cannot load);
 after, three failed starts in a row, or the zygote's death, are (exit 1: the supervisor
 restarts the engine).
 """
@@ -37,7 +39,15 @@ import time
 from typing import Callable
 
 from workbench.runtime.engine import protocol
-from workbench.runtime.engine.metrics import BATCH_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, Registry
+from workbench.runtime.engine.failures import EngineFailure, Failure
+from workbench.runtime.engine.metrics import (
+    BATCH_BUCKETS,
+    QUEUE_BUCKETS,
+    TOKEN_BUCKETS,
+    Registry,
+)
+from workbench.runtime.engine.settings import EngineSettings
+from workbench.runtime.prometheus import TTFT_BUCKETS
 
 HOUSEKEEPING_S = 0.25
 # Streamed chunks per second for all streams together: one stream gets every token as it
@@ -50,26 +60,16 @@ EXIT_GRACE_S = 5.0
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-class QueueFull(Exception):
-    pass
-
-
 class Settings:
-    """What the pool needs, from the engine's command line."""
+    """What the pool needs: the engine's settings (each declared once, in
+    workbench.runtime.engine.settings), its name and model, the devices it spreads over."""
 
     def __init__(self, **values: object):
         self.name: str = "engine"
         self.model: str = ""
-        self.task: str = "generate"
-        self.workers: int = 1
         self.devices: list[str | None] = [None]
-        self.threads: int = 1
-        self.max_batch: int = 32
-        self.max_queue: int = 64
-        self.max_requests: int = 0
-        self.max_rss_mb: float = 0
-        self.timeout_s: float = 300.0
         self.log_level: str = "INFO"
+        self.__dict__.update(vars(EngineSettings()))
         self.__dict__.update(values)
 
     @property
@@ -78,7 +78,9 @@ class Settings:
 
 
 class Stream:
-    """One request in the pool: what was asked, where it runs, what came back so far."""
+    """One request in the pool: what was asked (kind: the task its cores run, payload and params
+    as that task's core takes them), where it runs, what came back so far: token ids of a
+    generation, or the result of a task that answers at once."""
 
     __slots__ = (
         "rid",
@@ -90,7 +92,7 @@ class Stream:
         "event",
         "ids",
         "finish",
-        "error",
+        "failure",
         "tokens",
         "result",
         "created",
@@ -103,18 +105,24 @@ class Stream:
         "cancelled",
     )
 
-    def __init__(self, rid: str, kind: str, payload: list, params: dict, timeout_s: float):
+    def __init__(
+        self,
+        rid: str,
+        kind: str,
+        payload: list,
+        params: dict,
+        prompt_tokens: int,
+        timeout_s: float,
+    ):
         self.rid, self.kind, self.payload, self.params = rid, kind, payload, params
-        self.prompt_tokens = (
-            len(payload) if kind == "generate" else sum(len(ids) for ids in payload)
-        )
+        self.prompt_tokens = prompt_tokens
         self.worker: Worker | None = None
         self.event = asyncio.Event()
         self.ids: list[int] = []  # new token ids not yet read by the HTTP side
         self.finish: str | None = None
-        self.error: str | None = None
+        self.failure: EngineFailure | None = None
         self.tokens = 0
-        self.result: tuple | None = None  # embeddings: (float32 bytes, dim)
+        self.result: object = None  # what a core sent for an answer-at-once task
         self.created = time.perf_counter()
         self.created_ns = time.time_ns()
         self.dispatched_ns = self.first_ns = self.done_ns = 0
@@ -124,7 +132,18 @@ class Stream:
 
     @property
     def done(self) -> bool:
-        return self.finish is not None or self.error is not None
+        return self.finish is not None or self.failure is not None
+
+    def fail(self, failure: Failure, message: str) -> None:
+        self.failure = EngineFailure(failure, message)
+        self.done_ns = time.time_ns()
+        self.event.set()
+
+    async def settle(self) -> None:
+        """Wait until the request finished, failed or was cancelled."""
+        while not self.done and not self.cancelled:
+            await self.event.wait()
+            self.event.clear()
 
     def take(self) -> list[int]:
         ids, self.ids = self.ids, []
@@ -154,6 +173,10 @@ class Zygote:
             str(settings.threads),
             "--max-batch",
             str(settings.max_batch),
+            "--max-wait-ms",
+            str(settings.max_wait_ms),
+            "--handler",
+            settings.handler,
             "--log-level",
             settings.log_level,
         ]
@@ -322,8 +345,7 @@ class Pool:
         """Stop every worker: in-flight requests are cancelled, then exit, then kill."""
         self.closing = True
         for stream in list(self.queue):
-            stream.error = "the engine is shutting down"
-            stream.event.set()
+            stream.fail(Failure.SHUTTING_DOWN, "the engine is shutting down")
         self.queue.clear()
         for worker in self.workers:
             for rid in list(worker.running):
@@ -346,7 +368,8 @@ class Pool:
     def submit(self, stream: Stream) -> None:
         if len(self.queue) >= self.settings.max_queue:
             self.metrics.inc("workbench_engine_rejected_total", reason="queue_full")
-            raise QueueFull
+            waiting = f"{self.settings.max_queue} requests are waiting"
+            raise EngineFailure(Failure.QUEUE_FULL, f"the engine is busy: {waiting}; retry shortly")
         self.queue.append(stream)
         self.dispatch()
 
@@ -377,10 +400,7 @@ class Pool:
             stream.dispatched_ns = time.time_ns()
             worker.running[stream.rid] = stream
             worker.served += 1
-            if stream.kind == "generate":
-                worker.send(("generate", stream.rid, stream.payload, stream.params))
-            else:
-                worker.send(("embed", stream.rid, stream.payload))
+            worker.send((stream.kind, stream.rid, stream.payload, stream.params))
             if worker.due():
                 self._retire(worker)
         self._gauges()
@@ -406,11 +426,14 @@ class Pool:
         kind = message[0]
         if kind == "tokens":
             self._tokens(worker, message[1], message[2])
-        elif kind == "embeddings":
-            for rid, data, dim, _tokens in message[1]:
+        elif kind == "started":
+            self._started(worker, message[1])
+        elif kind == "results":
+            self._batch_done(message[2])
+            for rid, result in message[1]:
                 stream = worker.running.pop(rid, None)
                 if stream is not None:
-                    stream.result = (data, dim)
+                    stream.result = result
                     stream.finish = "stop"
                     stream.done_ns = time.time_ns()
                     stream.event.set()
@@ -418,14 +441,28 @@ class Pool:
         elif kind == "failed":
             stream = worker.running.pop(message[1], None)
             if stream is not None:
-                stream.error = message[2]
-                stream.done_ns = time.time_ns()
-                stream.event.set()
+                stream.fail(Failure(message[2]), message[3])
             self._after_finish(worker)
         elif kind == "ready":
             self._ready(worker, message[1])
         elif kind == "fatal":
             worker.fatal = message[1]
+
+    def _started(self, worker: Worker, rids: list[str]) -> None:
+        """A batch of a task that answers at once began: its requests left the queue."""
+        now, now_ns = time.perf_counter(), time.time_ns()
+        histogram = self.metrics.histogram("workbench_engine_queue_seconds", QUEUE_BUCKETS)
+        for rid in rids:
+            stream = worker.running.get(rid)
+            if stream is not None:
+                stream.first_ns = now_ns
+                histogram.observe(now - stream.created)
+
+    def _batch_done(self, stats: dict) -> None:
+        self.metrics.histogram("workbench_engine_batch_size", BATCH_BUCKETS).observe(stats["batch"])
+        self.metrics.histogram("workbench_engine_inference_seconds", QUEUE_BUCKETS).observe(
+            stats["inference_s"]
+        )
 
     def _tokens(self, worker: Worker, batch: int, outputs: list) -> None:
         now = time.perf_counter()
@@ -503,14 +540,12 @@ class Pool:
         self.workers.remove(worker)
         orphans = list(worker.running.values())
         worker.running.clear()
-        for stream in orphans:
-            if stream.tokens == 0 and not self.closing:
+        for stream in orphans:  # first_ns: its first token came, or its batch began
+            if not stream.first_ns and not self.closing:
                 stream.worker = None
                 self.queue.appendleft(stream)  # nothing was sent yet: run it elsewhere
             else:
-                stream.error = "the engine worker running this request exited"
-                stream.done_ns = time.time_ns()
-                stream.event.set()
+                stream.fail(Failure.WORKER_DIED, "the engine worker running this request exited")
         if self.closing:
             return
         if was in ("exiting", "draining"):
@@ -630,9 +665,7 @@ class Pool:
 
     def _timeout(self, stream: Stream) -> None:
         self.cancel(stream)
-        stream.error = f"timed out after {self.settings.timeout_s:g} s"
-        stream.done_ns = time.time_ns()
-        stream.event.set()
+        stream.fail(Failure.TIMEOUT, f"timed out after {self.settings.timeout:g} s")
         self.metrics.inc("workbench_engine_rejected_total", reason="timeout")
 
     # -- metrics --------------------------------------------------------------------------
@@ -642,7 +675,19 @@ class Pool:
         m.declare("workbench_engine_running_requests", "gauge", "Requests the workers run now.")
         m.declare("workbench_engine_workers", "gauge", "Engine-core processes by state.")
         m.declare("workbench_engine_worker_rss_bytes", "gauge", "Resident memory of each worker.")
-        m.declare("workbench_engine_batch_size", "histogram", "Requests per generation step.")
+        m.declare(
+            "workbench_engine_batch_size",
+            "histogram",
+            "Requests per generation step; inputs per batch of a task that answers at once.",
+        )
+        m.declare(
+            "workbench_engine_queue_seconds",
+            "histogram",
+            "From request to the start of its batch (a task that answers at once).",
+        )
+        m.declare(
+            "workbench_engine_inference_seconds", "histogram", "Time the model took per batch."
+        )
         m.declare(
             "workbench_engine_time_to_first_token_seconds",
             "histogram",
