@@ -54,20 +54,25 @@ def engine(tmp_path_factory):
             env={k: v for k, v in os.environ.items() if k != "WORKBENCH_API_KEYS"},
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    _wait_healthy(url, proc)
     try:
         yield url, tmp / "engine.log"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         report.record("engine_inputs", **ANSWERS)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen) -> None:
+    """Until the engine answers /healthz 200 (warmed up), it exits, or 180 s pass."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
 
 
 def _check(engine, path: str, body: object) -> None:
@@ -159,14 +164,7 @@ def predict_engine(tmp_path_factory):
             env={k: v for k, v in os.environ.items() if k != "WORKBENCH_API_KEYS"},
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    _wait_healthy(url, proc)
     try:
         yield url, root / "engine.log"
     finally:

@@ -16,18 +16,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tests.support.paths import REPO, VISION
+from workbench.runtime.engine.settings import PIPELINE_TASKS
 
-PIPELINE_TASKS = (
-    "text-classification",
-    "token-classification",
-    "zero-shot-classification",
-    "fill-mask",
-    "feature-extraction",
-    "image-classification",
-    "object-detection",
-    "audio-classification",
-    "automatic-speech-recognition",
-)
 TEXTS = ["the cat sat on the mat", "a tiny model", "hello world, again and again"]
 MASKED = ["the cat [MASK] on the mat", "a [MASK] model"]
 # call parameters each task's tests send (the same for the engine and the reference)
