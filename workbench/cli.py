@@ -107,10 +107,12 @@ def _project(args: argparse.Namespace) -> Project | None:
         return None  # init makes the project
     if args.handler == "serve:cmd_tunnel" and args.destination and not args.print_only:
         return None  # on the laptop: --project names the folder on the server
+    from pathlib import Path
+
     from workbench import project as projects
 
     try:
-        root = projects.find_root(args.project or projects.Path.cwd())
+        root = projects.find_root(args.project or Path.cwd())
     except WorkbenchError:
         if args.handler in PROJECT_OPTIONAL:
             return None  # these also work outside a project (a spec file; the laptop; GPUs)
